@@ -1,0 +1,28 @@
+#pragma once
+
+/// \file
+/// The umbrella header: everything a user of unfold needs.
+
+#include "version.hpp"
+
+#include "core/concepts.hpp"
+#include "core/random.hpp"
+#include "core/trace.hpp"
+#include "core/types.hpp"
+
+#include "energy/attention.hpp"
+#include "energy/feedforward.hpp"
+#include "energy/indicator.hpp"
+#include "energy/kernels.hpp"
+#include "energy/spectral_clamp.hpp"
+#include "energy/sum.hpp"
+
+#include "step/descent_bound.hpp"
+#include "step/feedforward.hpp"
+#include "step/gradient.hpp"
+#include "step/mm_attention.hpp"
+#include "step/softmax_attention.hpp"
+
+#include "stack/stack.hpp"
+
+#include "compat/authors.hpp"

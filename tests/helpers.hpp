@@ -1,0 +1,82 @@
+#pragma once
+
+// Shared by the tests: seeded random problems and per-type tolerances.
+
+#include <unfold/check/gradient_check.hpp>
+#include <unfold/unfold.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cstdint>
+#include <random>
+
+namespace unfold::test {
+
+/// Tolerances per scalar type: `exact` for results that must agree to the last digits,
+/// `descent` for "the energy did not rise" up to rounding, relative to the energy's size.
+template <class Scalar>
+struct Tolerance;
+
+template <>
+struct Tolerance<double> {
+  static constexpr double exact = 1e-12;
+  static constexpr double descent = 1e-12;
+};
+
+template <>
+struct Tolerance<float> {
+  static constexpr float exact = 1e-5f;
+  static constexpr float descent = 1e-5f;
+};
+
+/// n x d tokens with N(0, sigma^2) entries from a fixed seed.
+template <class Scalar>
+Matrix<Scalar> random_tokens(Eigen::Index n, Eigen::Index d, std::uint64_t seed,
+                             double sigma = 1.0)
+{
+  std::mt19937_64 rng(seed);
+  return normal_matrix<Scalar>(n, d, Scalar(sigma), rng);
+}
+
+/// A random symmetric d x d matrix with eigenvalues clamped to [lo, hi].
+template <class Scalar>
+Matrix<Scalar> random_symmetric(Eigen::Index d, std::uint64_t seed, Scalar lo, Scalar hi)
+{
+  const Matrix<Scalar> A = random_tokens<Scalar>(d, d, seed);
+  const Matrix<Scalar> sym = Scalar(0.5) * (A + A.transpose());
+  return spectral_clamp(sym, lo, hi);
+}
+
+/// The energy did not rise from `before` to `after`, up to rounding relative to their size.
+template <class Scalar>
+bool did_not_rise(Scalar before, Scalar after)
+{
+  const Scalar scale = std::max({Scalar(1), std::abs(before), std::abs(after)});
+  return after <= before + Tolerance<Scalar>::descent * scale;
+}
+
+/// Scales each row of Y so that ||y_j P|| = radius for all j.
+template <class Scalar>
+Matrix<Scalar> with_equal_metric_norms(const Matrix<Scalar>& Y, const Matrix<Scalar>& P,
+                                       Scalar radius)
+{
+  Matrix<Scalar> out = Y;
+  const Vector<Scalar> norms = (Y * P).rowwise().norm();
+  for (Eigen::Index j = 0; j < Y.rows(); ++j)
+    out.row(j) *= radius / norms(j);
+  return out;
+}
+
+/// The exception message of `f`, or "" when it does not throw std::invalid_argument.
+template <class F>
+std::string invalid_argument_message(F&& f)
+{
+  try {
+    f();
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace unfold::test
