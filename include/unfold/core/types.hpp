@@ -6,6 +6,7 @@
 #include <Eigen/Core>
 
 #include <concepts>
+#include <type_traits>
 
 namespace unfold {
 
@@ -25,13 +26,18 @@ using RowVector = Eigen::Matrix<Scalar, 1, Eigen::Dynamic>;
 template <Real Scalar>
 using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
 
+// The reference aliases never take part in template argument deduction (type_identity_t), so
+// that a function deducing Scalar from an energy accepts a plain Matrix, a block or a map.
+
+/// A writable view of caller-owned storage.
 template <Real Scalar>
-using MatrixRef = Eigen::Ref<Matrix<Scalar>>;
+using MatrixRef = Eigen::Ref<Matrix<std::type_identity_t<Scalar>>>;
+
+/// A read-only view of a matrix, a block or a map, without a copy when it is column-major.
+template <Real Scalar>
+using ConstMatrixRef = Eigen::Ref<const Matrix<std::type_identity_t<Scalar>>>;
 
 template <Real Scalar>
-using ConstMatrixRef = Eigen::Ref<const Matrix<Scalar>>;
-
-template <Real Scalar>
-using ConstRowVectorRef = Eigen::Ref<const RowVector<Scalar>>;
+using ConstRowVectorRef = Eigen::Ref<const RowVector<std::type_identity_t<Scalar>>>;
 
 }  // namespace unfold

@@ -45,7 +45,11 @@ void damped_weights_in_place(VectorLike&& column, Eigen::Index self, Scalar lamb
     return;
   }
   column = (column.array() - top).exp().matrix();
-  column /= lambda * std::exp(-top) + column.sum();
+
+  // lambda e^(-m) may overflow to +infinity (the weights are then 0, correctly), but must not
+  // become 0 * infinity when lambda = 0.
+  const Scalar damping = lambda > Scalar(0) ? lambda * std::exp(-top) : Scalar(0);
+  column /= damping + column.sum();
 }
 
 }  // namespace detail
