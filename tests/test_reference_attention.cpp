@@ -1,0 +1,630 @@
+#include "unfold/io/npy.hpp"
+#include "unfold/reference/attention.hpp"
+#include "unfold/reference/softmax.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace {
+
+using unfold::Matrix;
+using unfold::RowVector;
+using namespace unfold::reference;
+using Catch::Matchers::Contains;
+
+// Tolerances against PyTorch: |got - want| <= atol + rtol |want|.
+template <class Scalar>
+struct Tolerance;
+
+template <>
+struct Tolerance<float> {
+  static constexpr double atol = 1e-5;
+  static constexpr double rtol = 1e-4;
+  static constexpr const char* tag = "f32";
+};
+
+template <>
+struct Tolerance<double> {
+  static constexpr double atol = 1e-12;
+  static constexpr double rtol = 0.0;
+  static constexpr const char* tag = "f64";
+};
+
+std::string fixture_path(const std::string& name, const std::string& file)
+{
+  return std::string(UNFOLD_FIXTURE_DIR) + "/" + name + "/" + file + ".npy";
+}
+
+bool has_file(const std::string& name, const std::string& file)
+{
+  return std::filesystem::exists(fixture_path(name, file));
+}
+
+// Parameters and inputs are stored in float64; float32 runs use their float rounding.
+template <class Scalar>
+Matrix<Scalar> load(const std::string& name, const std::string& file)
+{
+  return unfold::io::read_npy_matrix<double>(fixture_path(name, file)).template cast<Scalar>();
+}
+
+template <class Scalar>
+std::vector<Matrix<Scalar>> load_stack(const std::string& name, const std::string& file)
+{
+  std::vector<Matrix<Scalar>> out;
+  for (const auto& m : unfold::io::read_npy_stack<double>(fixture_path(name, file)))
+    out.push_back(m.template cast<Scalar>());
+  return out;
+}
+
+template <class Scalar>
+Matrix<Scalar> load_result(const std::string& name, const std::string& file)
+{
+  return unfold::io::read_npy_matrix<Scalar>(
+      fixture_path(name, file + "_" + Tolerance<Scalar>::tag));
+}
+
+template <class Scalar>
+std::vector<Matrix<Scalar>> load_result_stack(const std::string& name, const std::string& file)
+{
+  return unfold::io::read_npy_stack<Scalar>(
+      fixture_path(name, file + "_" + Tolerance<Scalar>::tag));
+}
+
+std::size_t ndims(const std::string& name, const std::string& file)
+{
+  return unfold::io::read_npy(fixture_path(name, file)).shape.size();
+}
+
+// Compares with PyTorch row by row. A row PyTorch returns as NaN (every key masked) must be
+// entirely NaN there and equal `masked_row` exactly here.
+template <class Scalar>
+void require_matches_torch(const Matrix<Scalar>& got, const Matrix<Scalar>& want,
+                           const RowVector<Scalar>& masked_row)
+{
+  REQUIRE(got.rows() == want.rows());
+  REQUIRE(got.cols() == want.cols());
+  REQUIRE(got.allFinite());
+  double max_abs_error = 0.0;
+  double worst_ratio = 0.0;  // |got - want| / (atol + rtol |want|), must stay <= 1
+  for (Eigen::Index i = 0; i < want.rows(); ++i) {
+    if (want.row(i).hasNaN()) {
+      INFO("row " << i << " is NaN in PyTorch; the reference gives the output bias");
+      REQUIRE(want.row(i).array().isNaN().all());
+      REQUIRE(got.row(i) == masked_row);
+      continue;
+    }
+    for (Eigen::Index j = 0; j < want.cols(); ++j) {
+      const double error = std::abs(double(got(i, j)) - double(want(i, j)));
+      const double allowed = Tolerance<Scalar>::atol +
+                             Tolerance<Scalar>::rtol * std::abs(double(want(i, j)));
+      max_abs_error = std::max(max_abs_error, error);
+      worst_ratio = std::max(worst_ratio, error / allowed);
+    }
+  }
+  INFO("max_abs_error = " << std::scientific << max_abs_error);
+  REQUIRE(worst_ratio <= 1.0);
+}
+
+template <class Scalar>
+Matrix<Scalar> empty_or(const std::string& name, const std::string& file)
+{
+  return has_file(name, file) ? load<Scalar>(name, file) : Matrix<Scalar>();
+}
+
+template <class Scalar>
+MultiHeadAttention<Scalar> load_attention(const std::string& name)
+{
+  const auto heads = Eigen::Index(
+      unfold::io::read_npy_matrix<std::int64_t>(fixture_path(name, "heads"))(0, 0));
+  const Matrix<Scalar> in_bias = empty_or<Scalar>(name, "in_proj_bias");
+  const Matrix<Scalar> out_bias = empty_or<Scalar>(name, "out_proj_bias");
+  if (has_file(name, "in_proj_weight"))
+    return attention_from_torch<Scalar>(load<Scalar>(name, "in_proj_weight"), in_bias,
+                                        load<Scalar>(name, "out_proj_weight"), out_bias, heads);
+  return attention_from_torch<Scalar>(load<Scalar>(name, "q_proj_weight"),
+                                      load<Scalar>(name, "k_proj_weight"),
+                                      load<Scalar>(name, "v_proj_weight"), in_bias,
+                                      load<Scalar>(name, "out_proj_weight"), out_bias, heads);
+}
+
+// The masks of sequence b; the key-padding file is m entries, or N x m for a batch.
+template <class Scalar>
+Masks<Scalar> load_masks(const std::string& name, Eigen::Index b)
+{
+  Masks<Scalar> masks;
+  if (has_file(name, "key_padding_mask")) {
+    const auto kpm = unfold::io::read_npy_matrix<bool>(fixture_path(name, "key_padding_mask"));
+    masks.key_padding = KeyPaddingMask(kpm.row(b));
+  }
+  if (has_file(name, "attn_mask"))
+    masks.attention =
+        AttentionMask(unfold::io::read_npy_matrix<bool>(fixture_path(name, "attn_mask")));
+  if (has_file(name, "float_mask"))
+    masks.additive = AdditiveMask(load<Scalar>(name, "float_mask"));
+  return masks;
+}
+
+const std::vector<std::string> attention_cases = {
+    "mha_self_h1_bias",         "mha_self_h4_nobias",    "mha_self_h2_n1",
+    "mha_cross_h2_bias",        "mha_cross_kvdim_h2",    "mha_kpm_h2",
+    "mha_attn_bool_h4",         "mha_float_mask_h1",     "mha_causal_h2",
+    "mha_kpm_attn_cross_h2",    "mha_kpm_float_h4",      "mha_fully_masked_nobias_h2",
+    "mha_fully_masked_bias_h1",
+};
+
+// A single-head attention on d = 2 with identity projections and the given W_Q.
+template <class Scalar>
+MultiHeadAttention<Scalar> identity_attention(Eigen::Index d)
+{
+  MultiHeadAttention<Scalar> p;
+  p.W_Q = Matrix<Scalar>::Identity(d, d);
+  p.W_K = Matrix<Scalar>::Identity(d, d);
+  p.W_V = Matrix<Scalar>::Identity(d, d);
+  p.W_O = Matrix<Scalar>::Identity(d, d);
+  return p;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Softmax and log-sum-exp
+
+TEST_CASE("softmax_rows in float is one-hot when one logit dominates", "[softmax]")
+{
+  Matrix<float> z(1, 5);
+  z << -250, -424, -460, 378, -293;
+  const Matrix<float> w = softmax_rows(z);
+  Matrix<float> expected(1, 5);
+  expected << 0, 0, 0, 1, 0;
+  REQUIRE(w == expected);
+
+  // In double the other weights are tiny but representable, e.g. exp(-628).
+  const Matrix<double> w64 = softmax_rows(z.cast<double>().eval());
+  REQUIRE(w64(0, 3) == 1.0);
+  REQUIRE(w64.sum() - 1.0 == Approx(0).margin(1e-250));
+}
+
+TEMPLATE_TEST_CASE("softmax_rows gives exact weights for logits of +-1e4", "[softmax]", float,
+                   double)
+{
+  Matrix<TestType> z(2, 3);
+  z << TestType(1e4), TestType(-1e4), TestType(1e4),  //
+      TestType(-1e4), TestType(-1e4), TestType(-1e4);
+  const Matrix<TestType> w = softmax_rows(z);
+  Matrix<TestType> expected(2, 3);
+  expected << TestType(0.5), 0, TestType(0.5),  //
+      TestType(1) / 3, TestType(1) / 3, TestType(1) / 3;
+  REQUIRE(w.row(0) == expected.row(0));
+  REQUIRE((w.row(1) - expected.row(1)).cwiseAbs().maxCoeff() <=
+          4 * std::numeric_limits<TestType>::epsilon());
+}
+
+TEMPLATE_TEST_CASE("softmax_rows and log_sum_exp_rows never give NaN on infinite logits",
+                   "[softmax]", float, double)
+{
+  constexpr TestType inf = std::numeric_limits<TestType>::infinity();
+  Matrix<TestType> z(3, 3);
+  z << -inf, -inf, -inf,  //
+      inf, 0, inf,        //
+      -inf, 2, -inf;
+  const Matrix<TestType> w = softmax_rows(z);
+  Matrix<TestType> expected(3, 3);
+  expected << 0, 0, 0, TestType(0.5), 0, TestType(0.5), 0, 1, 0;
+  REQUIRE(w == expected);
+
+  const unfold::Vector<TestType> lse = log_sum_exp_rows(z);
+  REQUIRE(lse(0) == -inf);
+  REQUIRE(lse(1) == inf);
+  REQUIRE(lse(2) == TestType(2));
+}
+
+TEMPLATE_TEST_CASE("log_sum_exp_rows matches the direct formula without overflow",
+                   "[softmax]", float, double)
+{
+  Matrix<TestType> z(2, 3);
+  z << TestType(0.5), TestType(-1), TestType(2),  //
+      TestType(1e4), TestType(1e4), TestType(-1e4);
+  const unfold::Vector<TestType> lse = log_sum_exp_rows(z);
+  const double direct = std::log(std::exp(0.5) + std::exp(-1.0) + std::exp(2.0));
+  CHECK(double(lse(0)) == Approx(direct).epsilon(1e-6));
+  CHECK(double(lse(1)) == Approx(1e4 + std::log(2.0)).epsilon(1e-7));
+  REQUIRE(std::isfinite(lse(1)));
+}
+
+TEST_CASE("softmax_rows rejects a NaN logit, naming its position", "[softmax][errors]")
+{
+  Matrix<double> z = Matrix<double>::Zero(2, 3);
+  z(1, 2) = std::nan("");
+  REQUIRE_THROWS_WITH(softmax_rows(z),
+                      Contains("unfold::reference::softmax_rows") && Contains("(1, 2)"));
+  REQUIRE_THROWS_AS(log_sum_exp_rows(z), std::invalid_argument);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Against PyTorch
+
+TEMPLATE_TEST_CASE("multi_head_attention matches torch.nn.MultiheadAttention",
+                   "[attention][fixture]", float, double)
+{
+  using Scalar = TestType;
+  for (const std::string& name : attention_cases) {
+    INFO("fixture " << name << " (" << Tolerance<Scalar>::tag << ")");
+    const MultiHeadAttention<Scalar> params = load_attention<Scalar>(name);
+    const Masks<Scalar> masks = load_masks<Scalar>(name, 0);
+    const Matrix<Scalar> query = load<Scalar>(name, "query");
+    const bool cross = has_file(name, "key");
+    const Matrix<Scalar> key = cross ? load<Scalar>(name, "key") : query;
+    const Matrix<Scalar> value = cross ? load<Scalar>(name, "value") : query;
+
+    const Matrix<Scalar> out = cross ? multi_head_attention<Scalar>(query, key, value, params,
+                                                                    masks)
+                                     : self_attention<Scalar>(query, params, masks);
+    const RowVector<Scalar> bias =
+        params.b_O.size() != 0 ? params.b_O : RowVector<Scalar>::Zero(out.cols());
+    require_matches_torch(out, load_result<Scalar>(name, "output"), bias);
+
+    // Weights: per head, and their mean (PyTorch's average_attn_weights=True).
+    const std::vector<Matrix<Scalar>> weights = attention_weights<Scalar>(query, key, params,
+                                                                          masks);
+    const std::vector<Matrix<Scalar>> torch_heads = load_result_stack<Scalar>(name,
+                                                                             "head_weights");
+    REQUIRE(weights.size() == torch_heads.size());
+    const RowVector<Scalar> zeros = RowVector<Scalar>::Zero(key.rows());
+    Matrix<Scalar> mean = Matrix<Scalar>::Zero(query.rows(), key.rows());
+    for (std::size_t i = 0; i < weights.size(); ++i) {
+      require_matches_torch(weights[i], torch_heads[i], zeros);
+      mean += weights[i];
+    }
+    mean /= Scalar(weights.size());
+    require_matches_torch(mean, load_result<Scalar>(name, "weights"), zeros);
+  }
+}
+
+TEMPLATE_TEST_CASE("the batch overload matches a batched torch.nn.MultiheadAttention call",
+                   "[attention][fixture]", float, double)
+{
+  using Scalar = TestType;
+  const std::string name = "mha_batch_h2";
+  REQUIRE(ndims(name, "query") == 3);
+  const MultiHeadAttention<Scalar> params = load_attention<Scalar>(name);
+  const std::vector<Matrix<Scalar>> query = load_stack<Scalar>(name, "query");
+  std::vector<Masks<Scalar>> masks;
+  for (std::size_t b = 0; b < query.size(); ++b)
+    masks.push_back(load_masks<Scalar>(name, Eigen::Index(b)));
+
+  const std::vector<Matrix<Scalar>> out = self_attention(query, params, masks);
+  const std::vector<Matrix<Scalar>> want = load_result_stack<Scalar>(name, "output");
+  const std::vector<Matrix<Scalar>> want_weights = load_result_stack<Scalar>(name, "weights");
+  REQUIRE(out.size() == want.size());
+  for (std::size_t b = 0; b < out.size(); ++b) {
+    INFO("sequence " << b);
+    require_matches_torch(out[b], want[b], params.b_O);
+    const auto heads = attention_weights<Scalar>(query[b], query[b], params, masks[b]);
+    require_matches_torch<Scalar>((heads[0] + heads[1]) / Scalar(2), want_weights[b],
+                                  RowVector<Scalar>::Zero(query[b].rows()));
+  }
+}
+
+TEST_CASE("causal_mask equals the boolean causal mask of the fixture", "[attention][masks]")
+{
+  const auto stored = unfold::io::read_npy_matrix<bool>(fixture_path("mha_causal_h2",
+                                                                     "attn_mask"));
+  const AttentionMask mask = causal_mask(6);
+  REQUIRE(mask.rows() == 6);
+  REQUIRE(mask.cols() == 6);
+  REQUIRE((mask.masked() == stored.array()).all());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hand cases
+
+TEMPLATE_TEST_CASE("a causal mask with zero logits averages the visible values",
+                   "[attention][masks]", float, double)
+{
+  using Scalar = TestType;
+  MultiHeadAttention<Scalar> params = identity_attention<Scalar>(2);
+  params.W_Q.setZero();
+  Matrix<Scalar> values(3, 2);
+  values << 1, 0, 0, 1, 1, 1;
+  Masks<Scalar> masks;
+  masks.attention = causal_mask(3);
+
+  const Matrix<Scalar> out = self_attention<Scalar>(values, params, masks);
+  Matrix<Scalar> expected(3, 2);
+  expected << 1, 0, Scalar(0.5), Scalar(0.5), Scalar(2) / 3, Scalar(2) / 3;
+  CAPTURE(out);
+  REQUIRE((out - expected).cwiseAbs().maxCoeff() <=
+          4 * std::numeric_limits<Scalar>::epsilon());
+}
+
+TEMPLATE_TEST_CASE("a key-padding mask hides the padded key", "[attention][masks]", float,
+                   double)
+{
+  using Scalar = TestType;
+  const MultiHeadAttention<Scalar> params = identity_attention<Scalar>(2);
+  Matrix<Scalar> query(1, 2);
+  query << Scalar(0.3), Scalar(-0.7);
+  Matrix<Scalar> keys(2, 2);
+  keys << 1, 2, 3, 4;
+  Masks<Scalar> masks;
+  masks.key_padding = KeyPaddingMask{false, true};
+
+  const Matrix<Scalar> out = multi_head_attention<Scalar>(query, keys, keys, params, masks);
+  Matrix<Scalar> expected(1, 2);
+  expected << 1, 2;
+  REQUIRE(out == expected);
+}
+
+TEMPLATE_TEST_CASE("two heads of size 2 scale their raw scores by 1/sqrt(2)",
+                   "[attention][heads]", float, double)
+{
+  using Scalar = TestType;
+  MultiHeadAttention<Scalar> params = identity_attention<Scalar>(4);
+  params.heads = 2;
+  REQUIRE(params.effective_scale() == Scalar(1) / std::sqrt(Scalar(2)));
+
+  // Raw scores: head 0 sees [4, 0], head 1 sees [0, 4].
+  Matrix<Scalar> query(1, 4);
+  query << 2, 0, 0, 1;
+  Matrix<Scalar> keys(2, 4);
+  keys << 2, 0, 0, 0,  //
+      0, 0, 0, 4;
+  const auto weights = attention_weights<Scalar>(query, keys, params);
+  REQUIRE(weights.size() == 2);
+
+  Matrix<Scalar> raw(1, 2);
+  raw << 4, 0;
+  const Matrix<Scalar> expected = softmax_rows(raw / std::sqrt(Scalar(2)));
+  const Scalar tol = 4 * std::numeric_limits<Scalar>::epsilon();
+  REQUIRE((weights[0] - expected).cwiseAbs().maxCoeff() <= tol);
+  REQUIRE((weights[1] - expected.rowwise().reverse()).cwiseAbs().maxCoeff() <= tol);
+}
+
+TEMPLATE_TEST_CASE("split_heads takes consecutive column blocks and merge_heads undoes it",
+                   "[attention][heads]", float, double)
+{
+  using Scalar = TestType;
+  Matrix<Scalar> X(2, 4);
+  X << 0, 1, 2, 3, 4, 5, 6, 7;
+  const std::vector<Matrix<Scalar>> blocks = split_heads(X, 2);
+  REQUIRE(blocks.size() == 2);
+  Matrix<Scalar> first(2, 2);
+  first << 0, 1, 4, 5;
+  Matrix<Scalar> second(2, 2);
+  second << 2, 3, 6, 7;
+  REQUIRE(blocks[0] == first);
+  REQUIRE(blocks[1] == second);
+  REQUIRE(merge_heads(blocks) == X);
+  REQUIRE_THROWS_WITH(split_heads(X, 3), Contains("split_heads") && Contains("heads = 3"));
+}
+
+TEMPLATE_TEST_CASE("a query whose keys are all masked gets zeros, not NaN",
+                   "[attention][masks]", float, double)
+{
+  using Scalar = TestType;
+  MultiHeadAttention<Scalar> params = identity_attention<Scalar>(2);
+  Matrix<Scalar> Y(3, 2);
+  Y << 1, 2, -1, 0, Scalar(0.5), 3;
+  AttentionMask::Storage masked = AttentionMask::Storage::Constant(3, 3, false);
+  masked.row(1).setConstant(true);
+  Masks<Scalar> masks;
+  masks.attention = AttentionMask(masked);
+
+  const Matrix<Scalar> out = self_attention<Scalar>(Y, params, masks);
+  REQUIRE(out.allFinite());
+  REQUIRE(out.row(1) == RowVector<Scalar>::Zero(2));
+
+  params.b_O = RowVector<Scalar>::Constant(2, Scalar(0.25));
+  params.residual_weight = Scalar(2);
+  const Matrix<Scalar> shifted = self_attention<Scalar>(Y, params, masks);
+  REQUIRE(shifted.row(1) == params.b_O + Scalar(2) * Y.row(1));
+}
+
+TEMPLATE_TEST_CASE("a NaN stored in a masked-out key or value never reaches the output",
+                   "[attention][masks]", float, double)
+{
+  using Scalar = TestType;
+  MultiHeadAttention<Scalar> params = identity_attention<Scalar>(2);
+  params.b_K = RowVector<Scalar>::Constant(2, Scalar(0.1));
+  params.b_V = RowVector<Scalar>::Constant(2, Scalar(-0.2));
+  Matrix<Scalar> query(2, 2);
+  query << Scalar(0.5), -1, 2, Scalar(0.25);
+  Matrix<Scalar> keys(3, 2);
+  keys << 1, 2, 3, 4, -1, Scalar(0.5);
+  const Matrix<Scalar> values = keys.reverse();
+
+  SECTION("masked by the key-padding mask")
+  {
+    Masks<Scalar> masks;
+    masks.key_padding = KeyPaddingMask{false, true, false};
+    const Matrix<Scalar> clean = multi_head_attention<Scalar>(query, keys, values, params, masks);
+    Matrix<Scalar> dirty_keys = keys;
+    Matrix<Scalar> dirty_values = values;
+    dirty_keys(1, 0) = std::numeric_limits<Scalar>::quiet_NaN();
+    dirty_values.row(1).setConstant(std::numeric_limits<Scalar>::quiet_NaN());
+    const Matrix<Scalar> out = multi_head_attention<Scalar>(query, dirty_keys, dirty_values,
+                                                            params, masks);
+    REQUIRE(out == clean);
+  }
+
+  SECTION("masked for every query by the attention mask")
+  {
+    AttentionMask::Storage masked = AttentionMask::Storage::Constant(2, 3, false);
+    masked.col(2).setConstant(true);
+    Masks<Scalar> masks;
+    masks.attention = AttentionMask(masked);
+    const Matrix<Scalar> clean = multi_head_attention<Scalar>(query, keys, values, params, masks);
+    Matrix<Scalar> dirty_values = values;
+    dirty_values(2, 1) = std::numeric_limits<Scalar>::infinity();
+    const Matrix<Scalar> out = multi_head_attention<Scalar>(query, keys, dirty_values, params,
+                                                            masks);
+    REQUIRE(out == clean);
+
+    // Masked for one query only: the other query reads it, so it must be finite.
+    masked(0, 2) = false;
+    masks.attention = AttentionMask(masked);
+    REQUIRE_THROWS_WITH(multi_head_attention<Scalar>(query, keys, dirty_values, params, masks),
+                        Contains("multi_head_attention") && Contains("value") &&
+                            Contains("(2, 1)"));
+  }
+}
+
+TEMPLATE_TEST_CASE("the single-head rectangular form is (1 - alpha) Y + alpha softmax(Y P P^T "
+                   "Y^T) Y",
+                   "[attention][rectangular]", float, double)
+{
+  using Scalar = TestType;
+  const Eigen::Index n = 4;
+  const Eigen::Index d = 3;
+  const Eigen::Index k = 2;
+  const Scalar alpha = Scalar(0.3);
+  Matrix<Scalar> Y(n, d);
+  Y << Scalar(0.2), -1, Scalar(0.5), 1, Scalar(0.3), Scalar(-0.4), Scalar(-0.6), Scalar(0.1),
+      Scalar(0.9), 0, Scalar(0.7), Scalar(-0.2);
+  Matrix<Scalar> P(d, k);
+  P << 1, Scalar(0.5), Scalar(-0.3), Scalar(0.8), Scalar(0.2), Scalar(-1);
+
+  MultiHeadAttention<Scalar> params;
+  params.W_Q = P;
+  params.W_K = P;
+  params.W_V = Matrix<Scalar>::Identity(d, d);
+  params.W_O = alpha * Matrix<Scalar>::Identity(d, d);
+  params.scale = Scalar(1);
+  params.residual_weight = 1 - alpha;
+  const Matrix<Scalar> out = self_attention<Scalar>(Y, params);
+
+  const Matrix<Scalar> A = softmax_rows((Y * P * P.transpose() * Y.transpose()).eval());
+  const Matrix<Scalar> expected = (1 - alpha) * Y + alpha * A * Y;
+  REQUIRE((out - expected).cwiseAbs().maxCoeff() <=
+          16 * std::numeric_limits<Scalar>::epsilon());
+
+  // A general value width: W_V of d x d_v and W_O of d_v x d.
+  params.W_V = Matrix<Scalar>::Ones(d, 5);
+  params.W_O = Matrix<Scalar>::Ones(5, d);
+  REQUIRE(self_attention<Scalar>(Y, params).cols() == d);
+  params.heads = 2;
+  REQUIRE_THROWS_WITH(self_attention<Scalar>(Y, params),
+                      Contains("d_v (columns of W_V) = 5") && Contains("heads = 2"));
+}
+
+TEST_CASE("the mask types are distinct and boolean masks accept only boolean data",
+          "[attention][masks]")
+{
+  using FloatMatrix = Matrix<float>;
+  using BoolArray = Eigen::Array<bool, Eigen::Dynamic, Eigen::Dynamic>;
+  STATIC_REQUIRE(!std::is_constructible_v<AttentionMask, FloatMatrix>);
+  STATIC_REQUIRE(!std::is_convertible_v<FloatMatrix, AttentionMask>);
+  STATIC_REQUIRE(!std::is_constructible_v<KeyPaddingMask, unfold::Vector<float>>);
+  STATIC_REQUIRE(!std::is_constructible_v<AdditiveMask<float>, BoolArray>);
+  STATIC_REQUIRE(!std::is_constructible_v<AdditiveMask<float>, Matrix<double>>);
+  STATIC_REQUIRE(!std::is_convertible_v<AttentionMask, KeyPaddingMask>);
+  STATIC_REQUIRE(std::is_constructible_v<AttentionMask, BoolArray>);
+  STATIC_REQUIRE(std::is_constructible_v<AdditiveMask<float>, FloatMatrix>);
+}
+
+TEST_CASE("bad arguments throw std::invalid_argument naming function, argument and shapes",
+          "[attention][errors]")
+{
+  MultiHeadAttention<double> params = identity_attention<double>(4);
+  params.heads = 2;
+  const Matrix<double> Y = Matrix<double>::Random(3, 4);
+
+  SECTION("query of the wrong width")
+  {
+    REQUIRE_THROWS_WITH(self_attention<double>(Matrix<double>::Zero(3, 5), params),
+                        Contains("unfold::reference::multi_head_attention") &&
+                            Contains("query has 5 columns, expected rows of W_Q (d_q) = 4"));
+  }
+
+  SECTION("value with a different number of rows than key")
+  {
+    REQUIRE_THROWS_WITH(multi_head_attention<double>(Y, Y, Matrix<double>::Zero(2, 4), params),
+                        Contains("value has 2 rows, expected m (rows of key) = 3"));
+  }
+
+  SECTION("d not divisible by the number of heads")
+  {
+    params.heads = 3;
+    REQUIRE_THROWS_WITH(self_attention<double>(Y, params),
+                        Contains("multi_head_attention") &&
+                            Contains("k (columns of W_Q) = 4 is not divisible by heads = 3"));
+    params.heads = 0;
+    REQUIRE_THROWS_WITH(self_attention<double>(Y, params), Contains("heads = 0"));
+  }
+
+  SECTION("inconsistent weights")
+  {
+    params.W_K = Matrix<double>::Zero(4, 2);
+    REQUIRE_THROWS_WITH(self_attention<double>(Y, params),
+                        Contains("W_K has 2 columns, expected columns of W_Q (k) = 4"));
+  }
+
+  SECTION("a bias of the wrong length")
+  {
+    params.b_Q = RowVector<double>::Zero(3);
+    REQUIRE_THROWS_WITH(self_attention<double>(Y, params),
+                        Contains("b_Q is 1 x 3, expected 1 x 4"));
+  }
+
+  SECTION("masks of the wrong size")
+  {
+    Masks<double> masks;
+    masks.key_padding = KeyPaddingMask{false, true};
+    REQUIRE_THROWS_WITH(self_attention<double>(Y, params, masks),
+                        Contains("masks.key_padding has 2 rows, expected m (rows of key) = 3"));
+    masks.key_padding.reset();
+    masks.attention = causal_mask(4);
+    REQUIRE_THROWS_WITH(self_attention<double>(Y, params, masks),
+                        Contains("masks.attention is 4 x 4, expected 3 x 3"));
+    masks.attention.reset();
+    masks.additive = AdditiveMask(Matrix<double>::Zero(3, 2));
+    REQUIRE_THROWS_WITH(self_attention<double>(Y, params, masks),
+                        Contains("masks.additive is 3 x 2, expected 3 x 3"));
+  }
+
+  SECTION("an additive mask holding +inf or NaN")
+  {
+    Matrix<double> add = Matrix<double>::Zero(3, 3);
+    add(0, 1) = std::numeric_limits<double>::infinity();
+    Masks<double> masks;
+    masks.additive = AdditiveMask(add);
+    REQUIRE_THROWS_WITH(self_attention<double>(Y, params, masks),
+                        Contains("masks.additive") && Contains("(0, 1)"));
+  }
+
+  SECTION("NaN in an input that is not masked")
+  {
+    Matrix<double> bad = Y;
+    bad(1, 2) = std::nan("");
+    REQUIRE_THROWS_WITH(self_attention<double>(bad, params),
+                        Contains("multi_head_attention") && Contains("query (3 x 4)") &&
+                            Contains("(1, 2)"));
+    REQUIRE_THROWS_WITH(multi_head_attention<double>(Y, bad, Y, params),
+                        Contains("key (3 x 4)") && Contains("(1, 2)"));
+  }
+
+  SECTION("batch lists of different lengths")
+  {
+    const std::vector<Matrix<double>> two = {Y, Y};
+    const std::vector<Matrix<double>> one = {Y};
+    REQUIRE_THROWS_WITH(multi_head_attention(two, one, two, params),
+                        Contains("key has 1 entries, expected the batch size 2"));
+    REQUIRE_THROWS_WITH(self_attention(two, params, std::vector<Masks<double>>(3)),
+                        Contains("masks has 3 entries"));
+  }
+
+  SECTION("PyTorch weights of the wrong shape")
+  {
+    REQUIRE_THROWS_WITH(attention_from_torch<double>(Matrix<double>::Zero(8, 4), Matrix<double>(),
+                                                     Matrix<double>::Zero(4, 4), Matrix<double>(),
+                                                     2),
+                        Contains("attention_from_torch") &&
+                            Contains("in_proj_weight is 8 x 4, expected 12 x 4"));
+  }
+}
