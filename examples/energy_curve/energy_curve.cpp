@@ -12,7 +12,6 @@
 #include <unfold/unfold.hpp>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <iomanip>
@@ -74,13 +73,6 @@ double quantile(std::vector<double> values, double p)
   return values[below] + (position - double(below)) * (values[above] - values[below]);
 }
 
-// Whether the energy rose at layer t, beyond rounding (the trace's own tolerance).
-bool rose_at(const std::vector<double>& e, std::size_t t)
-{
-  const double scale = std::max(std::abs(e[t]), std::abs(e[t - 1]));
-  return e[t] - e[t - 1] > unfold::Trace<double>::default_tolerance() * scale;
-}
-
 struct Row {
   std::size_t layer;
   double mean, min, q1, median, q3, max;
@@ -102,24 +94,30 @@ Curve energy_curve(const std::string& variant, bool relu, const LayerT& layer,
 {
   const auto stack = unfold::Stack<LayerT>::tied(layer, depth);
   std::vector<std::vector<double>> energies;  // [sentence][layer]
-  for (const auto& tokens : sentences)
-    energies.push_back(unfold::run(stack, tokens).trace.layer_totals());
+  std::vector<std::vector<bool>> rose;        // [sentence][layer], beyond rounding
+  for (const auto& tokens : sentences) {
+    const auto trace = unfold::run(stack, tokens).trace;
+    const auto ends = trace.layer_ends();
+    energies.push_back(trace.layer_totals());
+    rose.emplace_back(ends.size(), false);
+    for (std::size_t t = 1; t < ends.size(); ++t)
+      rose.back()[t] = trace.rose_between(ends[t - 1], ends[t]);
+  }
 
   Curve curve{variant, relu, energies[0][0], 0, {}};
-  for (const auto& e : energies) {
+  for (std::size_t s = 0; s < energies.size(); ++s) {
+    const auto& e = energies[s];
     curve.energy_min = std::min(curve.energy_min, *std::min_element(e.begin(), e.end()));
-    bool rose = false;
-    for (std::size_t t = 1; t < e.size(); ++t)
-      rose = rose || rose_at(e, t);
-    curve.sentences_with_increase += rose ? 1 : 0;
+    const bool any = std::find(rose[s].begin(), rose[s].end(), true) != rose[s].end();
+    curve.sentences_with_increase += any ? 1 : 0;
   }
 
   for (std::size_t t = 0; t <= depth; ++t) {
     std::vector<double> gap;
     std::size_t increases = 0;
-    for (const auto& e : energies) {
-      gap.push_back(e[t] - curve.energy_min);
-      increases += t > 0 && rose_at(e, t) ? 1 : 0;
+    for (std::size_t s = 0; s < energies.size(); ++s) {
+      gap.push_back(energies[s][t] - curve.energy_min);
+      increases += rose[s][t] ? 1 : 0;
     }
     double mean = 0;
     for (double g : gap)

@@ -77,7 +77,9 @@ struct Trace {
   std::vector<TraceEntry<Scalar>> entries;
 
   /// Relative tolerance below which a rise counts as rounding: a rise counts when
-  /// E(next) - E(previous) > tolerance * max(|E(previous)|, |E(next)|, tiny).
+  /// E(next) - E(previous) > tolerance * scale, where scale is the largest of |E| and of the
+  /// sum of the components' magnitudes at the two entries. The second matters when the
+  /// components nearly cancel: the rounding error of a sum follows its terms, not its value.
   static constexpr Scalar default_tolerance()
   {
     return Scalar(64) * std::numeric_limits<Scalar>::epsilon();
@@ -86,13 +88,20 @@ struct Trace {
   /// Whether entry `i` rose above entry `i - 1`, both in the same energy.
   bool rose(std::size_t i, Scalar tolerance = default_tolerance()) const
   {
-    if (i == 0 || entries[i].energy_index != entries[i - 1].energy_index)
+    return i > 0 && rose_between(i - 1, i, tolerance);
+  }
+
+  /// Whether entry `later` is above entry `earlier` beyond rounding, both in the same energy.
+  bool rose_between(std::size_t earlier, std::size_t later,
+                    Scalar tolerance = default_tolerance()) const
+  {
+    const TraceEntry<Scalar>& before = entries.at(earlier);
+    const TraceEntry<Scalar>& after = entries.at(later);
+    if (before.energy_index != after.energy_index)
       return false;
-    const Scalar before = entries[i - 1].total;
-    const Scalar after = entries[i].total;
-    const Scalar scale = std::max({std::abs(before), std::abs(after),
+    const Scalar scale = std::max({magnitude(before), magnitude(after),
                                    std::numeric_limits<Scalar>::min()});
-    return after - before > tolerance * scale;
+    return after.total - before.total > tolerance * scale;
   }
 
   Monotonicity<Scalar> monotonicity(Scalar tolerance = default_tolerance()) const
@@ -122,19 +131,38 @@ struct Trace {
     return report;
   }
 
-  /// The total energy at the start and after each layer application: L + 1 values for a stack
-  /// of L layers (for an untied stack each is measured in the energy of the layer just run,
-  /// the first in that of layer 0).
+  /// Indices into `entries` of the start and of the last entry of each layer application:
+  /// L + 1 indices for a stack of L layers.
+  std::vector<std::size_t> layer_ends() const
+  {
+    std::vector<std::size_t> ends;
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+      const bool last_of_layer =
+          i + 1 == entries.size() || entries[i + 1].layer != entries[i].layer;
+      if (i == 0 || (entries[i].layer >= 0 && last_of_layer))
+        ends.push_back(i);
+    }
+    return ends;
+  }
+
+  /// The total energy at the entries of layer_ends(): the start and after each layer (for an
+  /// untied stack each is measured in the energy of the layer just run, the first in that of
+  /// layer 0).
   std::vector<Scalar> layer_totals() const
   {
     std::vector<Scalar> totals;
-    for (std::size_t i = 0; i < entries.size(); ++i) {
-      const bool start = i == 0;
-      const bool layer_end = i + 1 == entries.size() || entries[i + 1].layer != entries[i].layer;
-      if (start || (entries[i].layer >= 0 && layer_end))
-        totals.push_back(entries[i].total);
-    }
+    for (std::size_t i : layer_ends())
+      totals.push_back(entries[i].total);
     return totals;
+  }
+
+private:
+  static Scalar magnitude(const TraceEntry<Scalar>& entry)
+  {
+    Scalar sum = 0;
+    for (Scalar c : entry.components)
+      sum += std::abs(c);
+    return std::max(std::abs(entry.total), sum);
   }
 };
 
