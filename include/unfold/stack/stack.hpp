@@ -139,6 +139,20 @@ private:
   bool tied_;
 };
 
+/// The same layer applied `depth` times: `tied(layer, 12)`.
+template <class LayerT>
+Stack<LayerT> tied(LayerT layer, std::size_t depth)
+{
+  return Stack<LayerT>::tied(std::move(layer), depth);
+}
+
+/// Each layer applied once, in order.
+template <class LayerT>
+Stack<LayerT> untied(std::vector<LayerT> layers)
+{
+  return Stack<LayerT>::untied(std::move(layers));
+}
+
 /// What an observer sees after every step.
 template <Real Scalar>
 struct StepEvent {
