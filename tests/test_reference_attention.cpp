@@ -577,7 +577,7 @@ TEST_CASE("bad arguments throw std::invalid_argument naming function, argument a
     Masks<double> masks;
     masks.key_padding = KeyPaddingMask{false, true};
     REQUIRE_THROWS_WITH(self_attention<double>(Y, params, masks),
-                        Contains("masks.key_padding has 2 rows, expected m (rows of key) = 3"));
+                        Contains("masks.key_padding has 2 entries, expected m (rows of key) = 3"));
     masks.key_padding.reset();
     masks.attention = causal_mask(4);
     REQUIRE_THROWS_WITH(self_attention<double>(Y, params, masks),

@@ -343,7 +343,7 @@ TEST_CASE("encoder_layer and encoder reject bad arguments, naming what is wrong"
     Masks<double> masks;
     masks.key_padding = KeyPaddingMask{false, true};
     REQUIRE_THROWS_WITH(encoder_layer<double>(Y, layer, masks),
-                        Contains("masks.key_padding has 2 rows, expected m (rows of key) = 6"));
+                        Contains("masks.key_padding has 2 entries, expected m (rows of key) = 6"));
     const std::vector<Matrix<double>> batch = {Y, Y};
     REQUIRE_THROWS_WITH(encoder_layer(batch, layer, std::vector<Masks<double>>(1)),
                         Contains("masks has 1 entries, expected the batch size 2"));

@@ -292,8 +292,12 @@ AttentionMask::Storage combine_masks(std::string_view who, Eigen::Index n, Eigen
   AttentionMask::Storage masked = AttentionMask::Storage::Constant(n, m, false);
 
   if (masks.key_padding) {
-    unfold::detail::require_rows(who, "masks.key_padding", masks.key_padding->masked(), m,
-                                 "m (rows of key)");
+    if (masks.key_padding->size() != m) {
+      std::ostringstream out;
+      out << "masks.key_padding has " << masks.key_padding->size()
+          << " entries, expected m (rows of key) = " << m;
+      unfold::detail::fail(who, out.str());
+    }
     for (Eigen::Index j = 0; j < m; ++j)
       if ((*masks.key_padding)(j))
         masked.col(j).setConstant(true);
