@@ -14,6 +14,7 @@
 #include "energy/feedforward.hpp"
 #include "energy/indicator.hpp"
 #include "energy/kernels.hpp"
+#include "energy/multi_head.hpp"
 #include "energy/spectral_clamp.hpp"
 #include "energy/sum.hpp"
 
@@ -21,6 +22,7 @@
 #include "step/feedforward.hpp"
 #include "step/gradient.hpp"
 #include "step/mm_attention.hpp"
+#include "step/multi_head.hpp"
 #include "step/softmax_attention.hpp"
 
 #include "stack/stack.hpp"

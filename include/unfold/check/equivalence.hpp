@@ -11,6 +11,7 @@
 #include "../reference/feedforward.hpp"
 #include "../step/feedforward.hpp"
 #include "../step/mm_attention.hpp"
+#include "../step/multi_head.hpp"
 #include "../step/softmax_attention.hpp"
 
 namespace unfold::check {
@@ -50,6 +51,43 @@ reference::MultiHeadAttention<Scalar> reference_attention(
     const SoftmaxAttentionStep<Scalar>& step)
 {
   return reference_attention<Scalar>(step.factor(), step.params().step_size);
+}
+
+/// The multi-head reference attention layer of a multi-head MM step whose blocks U_h are of
+/// equal width and together span R^d: W_Q = W_K = W_V = [U_1 ... U_h], W_O = alpha U^T,
+/// h heads, scale 1, residual weight 1 - alpha (MATH.md 1.4: W_Q^h W_K^h^T = W_V^h W_O^h =
+/// U_h U_h^T up to the step size). Equal to the step when, for every head, the norms
+/// ||y_j U_h|| agree over the tokens.
+template <Real Scalar>
+reference::MultiHeadAttention<Scalar> reference_attention(const MultiHeadMMStep<Scalar>& step)
+{
+  constexpr std::string_view who = "check::reference_attention";
+  const auto& energy = step.energy();
+  const Eigen::Index d = energy.dim();
+  const Eigen::Index width = energy.head(0).rank();
+  const auto heads = Eigen::Index(energy.heads());
+  if (heads * width != d)
+    detail::fail(who, "the head blocks are " + std::to_string(heads) + " x " +
+                          std::to_string(width) + " columns, expected equal blocks spanning d = " +
+                          std::to_string(d));
+
+  Matrix<Scalar> U(d, d);
+  for (Eigen::Index h = 0; h < heads; ++h) {
+    detail::require_cols(who, "head block", energy.head(std::size_t(h)).factor(), width,
+                         "d_h of head 0");
+    U.middleCols(h * width, width) = energy.head(std::size_t(h)).factor();
+  }
+
+  const Scalar alpha = step.params().step_size;
+  reference::MultiHeadAttention<Scalar> layer;
+  layer.W_Q = U;
+  layer.W_K = U;
+  layer.W_V = U;
+  layer.W_O = alpha * U.transpose();
+  layer.heads = heads;
+  layer.scale = Scalar(1);
+  layer.residual_weight = Scalar(1) - alpha;
+  return layer;
 }
 
 /// The reference feed-forward block of a feed-forward step: `act(Y W_1 + b_1) W_2 + b_2` with
