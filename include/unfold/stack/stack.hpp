@@ -220,6 +220,13 @@ StackResult<typename LayerT::Scalar> run(const Stack<LayerT>& stack,
     return entry;
   };
 
+  // Steps that keep state between calls (momentum) start every forward pass afresh.
+  for (std::size_t l = 0; l < (stack.weight_tied() ? 1 : stack.depth()); ++l)
+    stack.layer(l).for_each_step([](std::size_t, const auto& s) {
+      if constexpr (requires { s.reset(); })
+        s.reset();
+    });
+
   if (options.record_trace) {
     trace.component_names = stack.layer(0).component_names();
     trace.entries.push_back(record(0, -1, -1, "start"));
