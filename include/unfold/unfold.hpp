@@ -17,6 +17,7 @@
 #include "energy/kernels.hpp"
 #include "energy/multi_head.hpp"
 #include "energy/spectral_clamp.hpp"
+#include "energy/squared_norm.hpp"
 #include "energy/sum.hpp"
 #include "energy/zero.hpp"
 

@@ -27,17 +27,16 @@ void gradient_step(const E& energy, const ConstMatrixRef<typename E::Scalar>& Y,
   Yout = Y - params.step_size * G;
 }
 
-/// A regulariser with a proximal map `prox(Y, out)` (for example NonNegativeIndicator).
+/// A regulariser with a proximal map: `prox(Y, step_size, out)` for prox_{alpha R}, or
+/// `prox(Y, out)` when the map does not depend on the step size (indicators, whose prox is a
+/// projection).
 template <class R>
 concept Proximable = requires(const R& r, const ConstMatrixRef<typename R::Scalar>& Y,
-                              MatrixRef<typename R::Scalar> out) {
-  r.prox(Y, out);
+                              typename R::Scalar step_size, MatrixRef<typename R::Scalar> out) {
+  requires requires { r.prox(Y, out); } || requires { r.prox(Y, step_size, out); };
 };
 
-/// Y+ = prox_R(Y - alpha grad E(Y)), written into `Yout` (n x d; may be `Y` itself).
-///
-/// The prox maps of this library (indicators) do not depend on alpha; a scaled prox would
-/// take it as an argument.
+/// Y+ = prox_{alpha R}(Y - alpha grad E(Y)), written into `Yout` (n x d; may be `Y` itself).
 template <Energy E, Proximable R>
   requires std::same_as<typename E::Scalar, typename R::Scalar>
 void proximal_gradient_step(const E& energy, const R& regulariser,
@@ -49,7 +48,10 @@ void proximal_gradient_step(const E& energy, const R& regulariser,
   Matrix<Scalar> moved(Y.rows(), Y.cols());
   gradient_step(energy, Y, params, moved);
   detail::require_shape("proximal_gradient_step", "Yout", Yout, Y.rows(), Y.cols());
-  regulariser.prox(moved, Yout);
+  if constexpr (requires { regulariser.prox(moved, params.step_size, Yout); })
+    regulariser.prox(moved, params.step_size, Yout);
+  else
+    regulariser.prox(moved, Yout);
 }
 
 /// For an energy that knows the Lipschitz constant L of its gradient (a member
