@@ -5,12 +5,14 @@ Usage:
     python3 bench/summarise.py results/*.json > table.md
     python3 bench/summarise.py --peak-float 166 --peak-double 83 bench_attention.json
 
-Each benchmark becomes one row: its median real time (the median aggregate when the run used
+Each benchmark becomes one row: its median CPU time (the median aggregate when the run used
 --benchmark_repetitions, otherwise the single measurement), the coefficient of variation of
 the repetitions, the GFLOPS counter, that rate as a fraction of the single-core FMA peak of its
-scalar type, and its other counters. The peak is the median GFLOPS of BM_fma_peak<float> and
-BM_fma_peak<double> found in any of the input files (bench_baseline), unless given on the
-command line. Standard library only.
+scalar type, and its other counters. CPU time, not wall time, because Google Benchmark
+computes its rate counters from CPU time, and because on a shared machine it is the less
+disturbed of the two when another process takes the core. The peak is the median GFLOPS of
+BM_fma_peak<float> and BM_fma_peak<double> found in any of the input files (bench_baseline),
+unless given on the command line. Standard library only.
 """
 
 import argparse
@@ -101,7 +103,7 @@ def find_peaks(files):
 
 def table(rows, peaks):
     lines = [
-        "| benchmark | type | args | median time | CV | GFLOP/s | of FMA peak | counters |",
+        "| benchmark | type | args | median CPU time | CV | GFLOP/s | of FMA peak | counters |",
         "|---|---|---|---:|---:|---:|---:|---|",
     ]
     for run_name, row in rows.items():
@@ -109,8 +111,8 @@ def table(rows, peaks):
         if entry is None:
             continue
         family, scalar, args = split_name(run_name)
-        time = format_time(entry["real_time"], entry.get("time_unit", "ns"))
-        cv = f"{100 * row['cv']['real_time']:.1f} %" if row["cv"] else ""
+        time = format_time(entry["cpu_time"], entry.get("time_unit", "ns"))
+        cv = f"{100 * row['cv']['cpu_time']:.1f} %" if row["cv"] else ""
         values = counters(entry)
         gflops = values.pop("GFLOPS", None)
         rate = f"{gflops:.1f}" if gflops is not None else ""
