@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what is missing (Debian bookworm, as root), then builds and runs every test twice:
 # an optimised build (tests, benchmarks and examples built; the tests run) and an
-# address + undefined sanitizer build of the tests and examples.
+# address + undefined sanitizer build of the tests and examples. Then installs the package
+# into a fresh prefix and builds and runs tests/consumer against it, and fuzzes each file
+# reader for UNFOLD_FUZZ_SECONDS (default 60) seconds with libFuzzer.
 #   tests/run.sh [BUILD_ROOT]
 set -euo pipefail
 
@@ -10,7 +12,7 @@ build=${1:-"$root/build-tests"}
 jobs=${UNFOLD_JOBS:-2}
 
 missing=()
-for pkg in cmake g++ make libeigen3-dev catch2 libbenchmark-dev; do
+for pkg in cmake g++ make libeigen3-dev catch2 libbenchmark-dev clang libclang-rt-14-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
     missing+=("$pkg")
 done
@@ -33,3 +35,16 @@ cmake -S "$root" -B "$build/sanitize" -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS=
   -DUNFOLD_BUILD_EXAMPLES=ON >/dev/null
 cmake --build "$build/sanitize" -j"$jobs"
 ctest --test-dir "$build/sanitize" --output-on-failure -j"$jobs"
+
+# The package as a user gets it: installed, found with find_package, linked as unfold::unfold.
+echo "== package: install to $build/package/prefix, build and run tests/consumer against it"
+rm -rf "$build/package"
+cmake --install "$build/release" --prefix "$build/package/prefix" >/dev/null
+cmake -S "$root/tests/consumer" -B "$build/package/consumer" -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH="$build/package/prefix" -DUNFOLD_CONSUMER_PREFIX="$build/package/prefix" \
+  -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF >/dev/null
+cmake --build "$build/package/consumer" -j"$jobs"
+"$build/package/consumer/unfold_consumer"
+
+echo "== fuzz: each file reader for ${UNFOLD_FUZZ_SECONDS:-60} s: $build/fuzz"
+UNFOLD_FUZZ_BUILD="$build/fuzz" bash "$root/tests/fuzz/run.sh" "${UNFOLD_FUZZ_SECONDS:-60}"
