@@ -300,6 +300,11 @@ TEMPLATE_TEST_CASE("CRATE's ISTA block is ReLU(Z + eta (Z - Z D) D^T - eta lambd
   CHECK((out - expected).cwiseAbs().maxCoeff() <= Tolerance<Scalar>::exact);
   CHECK(sparsity(out) > Scalar(0));
 
+  // It is ISTA on the energy whose signal is Z, started at X = Z.
+  Matrix<Scalar> generic(6, 5);
+  ista_step(SparseCodingEnergy<Scalar>(D, Scalar(0.1), Z), Z, {Scalar(0.2)}, generic);
+  CHECK(generic == out);
+
   // From non-negative tokens X = Z is feasible and the block descends its own energy.
   const Matrix<Scalar> Zpos = Z.cwiseAbs();
   const SparseCodingEnergy<Scalar> energy(D, Scalar(0.1), Zpos, true);
@@ -490,6 +495,8 @@ TEST_CASE("CRATE energies and steps reject bad input with the argument and the s
   CHECK(invalid_argument_message([&] {
           crate_ista_step<double>(Matrix<double>::Identity(4, 3), 0.1, Z, {0.1}, out);
         }) == "crate_ista_step: D is 4 x 3, expected a square matrix");
+  CHECK(invalid_argument_message([&] { crate_ista_step<double>(D, -1.0, Z, {0.1}, out); }) ==
+        "crate_ista_step: lambda = -1, expected a finite value >= 0");
   CrateLayer<double> layer{energy, Matrix<double>::Identity(3, 3), 0.1, {0.5}, {0.1}};
   CHECK(invalid_argument_message([&] { crate_layer_step(layer, Z, out); }) ==
         "crate_layer_step: dictionary has 3 rows, expected d = 4");

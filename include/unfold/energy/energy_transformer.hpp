@@ -294,11 +294,18 @@ public:
   Scalar value_and_activation_gradient(const ConstMatrixRef<Scalar>& Y,
                                        MatrixRef<Scalar> G) const
   {
+    return value_and_activation_gradient(Y, G, options_.terms);
+  }
+
+  /// The same for the given terms instead of this energy's own (alternating sub-steps use it).
+  Scalar value_and_activation_gradient(const ConstMatrixRef<Scalar>& Y, MatrixRef<Scalar> G,
+                                       EnergyTransformerTerms terms) const
+  {
     constexpr std::string_view who = "EnergyTransformerEnergy::value_and_activation_gradient";
     detail::require_tokens(who, Y, dim());
     detail::require_shape(who, "G", G, Y.rows(), Y.cols());
     Matrix<Scalar> dEdg(Y.rows(), Y.cols());
-    const Scalar energy = evaluate(norm_.normalise(Y), options_.terms, &dEdg);
+    const Scalar energy = evaluate(norm_.normalise(Y), terms, &dEdg);
     G = dEdg;
     return energy;
   }

@@ -66,11 +66,9 @@ void energy_transformer_step(const EnergyTransformerEnergy<Scalar>& energy,
   const bool split = params.update == EnergyTransformerUpdate::alternating &&
                      energy.options().terms == EnergyTransformerTerms::both;
   if (split) {
-    const auto attention = energy.with_terms(EnergyTransformerTerms::attention);
-    const auto memory = energy.with_terms(EnergyTransformerTerms::memory);
-    attention.value_and_activation_gradient(x, direction);
+    energy.value_and_activation_gradient(x, direction, EnergyTransformerTerms::attention);
     x -= alpha * direction;
-    memory.value_and_activation_gradient(x, direction);
+    energy.value_and_activation_gradient(x, direction, EnergyTransformerTerms::memory);
     x -= alpha * direction;
   } else {
     energy.value_and_activation_gradient(x, direction);
