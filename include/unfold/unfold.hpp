@@ -12,7 +12,10 @@
 
 #include "energy/attention.hpp"
 #include "energy/causal_attention.hpp"
+#include "energy/crate.hpp"
+#include "energy/energy_transformer.hpp"
 #include "energy/feedforward.hpp"
+#include "energy/hopfield.hpp"
 #include "energy/indicator.hpp"
 #include "energy/kernels.hpp"
 #include "energy/multi_head.hpp"
@@ -23,9 +26,12 @@
 
 #include "step/causal_attention.hpp"
 #include "step/combinators.hpp"
+#include "step/crate.hpp"
 #include "step/descent_bound.hpp"
+#include "step/energy_transformer.hpp"
 #include "step/feedforward.hpp"
 #include "step/gradient.hpp"
+#include "step/hopfield.hpp"
 #include "step/mm_attention.hpp"
 #include "step/multi_head.hpp"
 #include "step/projection.hpp"
