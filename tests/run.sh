@@ -30,7 +30,7 @@ ctest --test-dir "$build/release" --output-on-failure -j"$jobs"
 
 # Eigen's own assertions stay on here (no NDEBUG), beside the sanitizers.
 echo "== sanitizer build (address, undefined): $build/sanitize"
-cmake -S "$root" -B "$build/sanitize" -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g" \
+cmake -S "$root" -B "$build/sanitize" -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g1" \
   -DUNFOLD_SANITIZE=ON -DUNFOLD_BUILD_TESTS=ON -DUNFOLD_BUILD_BENCHMARKS=OFF \
   -DUNFOLD_BUILD_EXAMPLES=ON >/dev/null
 cmake --build "$build/sanitize" -j"$jobs"
