@@ -66,12 +66,10 @@ std::vector<unsigned char> hand_npy(int major, const std::string& dict,
 template <class T>
 std::vector<unsigned char> little_endian(const std::vector<T>& values)
 {
-  std::vector<unsigned char> out;
-  for (const T v : values) {
-    unsigned char buffer[sizeof(T)];
-    std::memcpy(buffer, &v, sizeof(T));
-    out.insert(out.end(), buffer, buffer + sizeof(T));
-  }
+  // Sized first and filled with memcpy: GCC 12 at -O3 warns (falsely) on insert here.
+  std::vector<unsigned char> out(values.size() * sizeof(T));
+  for (std::size_t i = 0; i < values.size(); ++i)
+    std::memcpy(out.data() + i * sizeof(T), &values[i], sizeof(T));
   return out;
 }
 

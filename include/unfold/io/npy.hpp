@@ -332,6 +332,8 @@ Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> slice(const NpyArray& array, st
   const std::int64_t rows = dims >= 2 ? array.shape[dims - 2] : 1;
   const std::int64_t cols = dims >= 1 ? array.shape[dims - 1] : 1;
   Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> out(rows, cols);
+  if (rows == 0 || cols == 0)
+    return out;
   for (std::int64_t j = 0; j < cols; ++j)
     for (std::int64_t i = 0; i < rows; ++i)
       out(i, j) = element<T>(array, storage_index(array, s, i, j));
@@ -388,6 +390,14 @@ inline NpyArray read_npy(const std::string& path)
       detail::npy_fail(path, "shape too large");
     expected *= std::size_t(extent);
   }
+  // An empty array holds no data to bound its other extents; cap them, so that a tiny file
+  // cannot make a reader loop over, or reserve, billions of empty slices.
+  constexpr std::int64_t empty_extent_limit = std::int64_t(1) << 20;
+  if (expected == 0)
+    for (const std::int64_t extent : array.shape)
+      if (extent > empty_extent_limit)
+        detail::npy_fail(path, "is empty but has an extent of " + std::to_string(extent) +
+                                   ", expected at most 2^20 beside an extent of 0");
   const std::size_t present = bytes.size() - header_start - header_length;
   if (present < expected)
     detail::npy_fail(path, "truncated data: " + std::to_string(expected) + " bytes expected, " +
