@@ -12,7 +12,7 @@ build=${1:-"$root/build-tests"}
 jobs=${UNFOLD_JOBS:-2}
 
 missing=()
-for pkg in cmake g++ make libeigen3-dev catch2 libbenchmark-dev clang libclang-rt-14-dev; do
+for pkg in cmake g++ make libeigen3-dev catch2 libbenchmark-dev libcli11-dev nlohmann-json3-dev clang libclang-rt-14-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
     missing+=("$pkg")
 done
