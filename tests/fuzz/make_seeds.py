@@ -3,8 +3,8 @@
 
 Each corpus holds a few valid files and a few that break one rule of the format, so that the
 fuzzer starts next to every error path. The real data comes from examples/data (the first
-lines only) and tests/fixtures (a few small .npy files, copied byte for byte). Only the
-standard library is used. Run from anywhere: python3 tests/fuzz/make_seeds.py
+lines only) and tests/fixtures (a few small .npy files, copied byte for byte). Inputs named
+regress_* are kept. Only the standard library is used. Run from anywhere: python3 tests/fuzz/make_seeds.py
 """
 
 import pathlib
@@ -17,10 +17,13 @@ CORPUS = FUZZ / "corpus"
 
 
 def reset(target):
+    """Empties corpus/<target>/ of the seeds made here; regress_* inputs (faults found and
+    fixed, see crashes/README.md) stay."""
     folder = CORPUS / target
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in folder.iterdir():
+        if not path.name.startswith("regress_"):
+            path.unlink()
     return folder
 
 

@@ -3,9 +3,10 @@
 #   tests/fuzz/run.sh SECONDS [LIBFUZZER_FLAG...]
 # SECONDS = 0 means no time limit (then pass -runs=N). The build and the working corpora
 # go to $UNFOLD_FUZZ_BUILD (default build-fuzz/ at the repository root); the seed corpora in
-# tests/fuzz/corpus/ are only read. Needs clang++ with libFuzzer (Debian: clang,
-# libclang-rt-14-dev). A crash, sanitizer report, leak, timeout or allocation over the
-# limits fails the script and leaves the input in $UNFOLD_FUZZ_BUILD/artifacts/<target>/.
+# tests/fuzz/corpus/ are only read. UNFOLD_FUZZ_TARGETS picks some of "glove sentences npy".
+# Needs clang++ with libFuzzer (Debian: clang, libclang-rt-14-dev). A crash, sanitizer
+# report, leak, timeout or allocation over the limits fails the script and leaves the input
+# in $UNFOLD_FUZZ_BUILD/artifacts/<target>/.
 set -euo pipefail
 
 if [ $# -lt 1 ] || ! [[ $1 =~ ^[0-9]+$ ]]; then
@@ -19,7 +20,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 build=${UNFOLD_FUZZ_BUILD:-"$root/build-fuzz"}
 cxx=${UNFOLD_FUZZ_CXX:-clang++}
-targets=(glove sentences npy)
+read -r -a targets <<<"${UNFOLD_FUZZ_TARGETS:-glove sentences npy}"
 
 eigen_flags=$(pkg-config --cflags eigen3 2>/dev/null || echo "-I/usr/include/eigen3")
 mkdir -p "$build"
@@ -67,6 +68,10 @@ for t in "${targets[@]}"; do
   fi
   elapsed=$(( $(date +%s) - start ))
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
+  # With -fork=N the parent prints no final stats, only its count of runs so far.
+  [ -n "$runs" ] ||
+    runs=$(sed -n 's/^#\([0-9]*\): cov:.*/\1/p; s/^INFO: fuzzed for \([0-9]*\) iterations.*/\1/p' \
+      "$log" | tail -n 1)
   rss=$(sed -n 's/^stat::peak_rss_mb: *//p' "$log" | tail -n 1)
   line=$(printf 'fuzz_%-10s %10s executions in %4d s, peak RSS %s MB: %s' \
     "$t" "${runs:-?}" "$elapsed" "${rss:-?}" "$result")
