@@ -5,6 +5,7 @@
 
 #include "../core/types.hpp"
 #include "../core/validate.hpp"
+#include "attention_kernel.hpp"
 #include "kernels.hpp"
 
 #include <algorithm>
@@ -37,6 +38,14 @@ void half_square_distances(const Matrix<Scalar>& Z, Matrix<Scalar>& S, Vector<Sc
   }
 }
 
+/// The energy from the pair sum of a pass and the metric coordinates it ran on; the steps that
+/// compute the pair sum as a by-product report the energy at their input through this.
+template <class Scalar>
+Scalar attention_energy_from_pairs(Scalar lambda, double pairs, const MetricCoordinates<Scalar>& mc)
+{
+  return Scalar(pairs) + Scalar(0.5) * lambda * mc.norm2;
+}
+
 }  // namespace detail
 
 /// Pairwise attention energy
@@ -51,6 +60,12 @@ void half_square_distances(const Matrix<Scalar>& Z, Matrix<Scalar>& S, Vector<Sc
 /// `P` is the d x k metric factor (k need not equal d), `M = P P^T` the metric. The gradient is
 /// `(L + lambda I) Y M` with the weighted graph Laplacian `L` of the weights
 /// `beta_ij = rho'(s_ij)`.
+///
+/// The value, the gradient and the MM steps on this energy run on the path its
+/// AttentionPolicy chooses: dense (one n x n matrix) up to `policy.dense_max_n` tokens,
+/// streamed (tiles of `policy.block` tokens, memory linear in n) above; either can be forced.
+/// Both compute the squared distances from the Gram matrix of the centred metric coordinates,
+/// never from the n^2 x k pair differences, and visit each unordered pair once.
 template <Real Scalar_, class Kernel_ = ExpKernel>
 class AttentionEnergy {
 public:
@@ -59,13 +74,16 @@ public:
 
   /// \param P metric factor, d x k, finite.
   /// \param lambda weight of the norm term, >= 0.
-  explicit AttentionEnergy(Matrix<Scalar> P, Scalar lambda = Scalar(0))
-      : P_(std::move(P)), lambda_(lambda)
+  /// \param policy dense or streamed evaluation (default: by size).
+  explicit AttentionEnergy(Matrix<Scalar> P, Scalar lambda = Scalar(0),
+                           AttentionPolicy policy = {})
+      : P_(std::move(P)), lambda_(lambda), policy_(policy)
   {
     constexpr std::string_view who = "AttentionEnergy";
     detail::require_nonempty(who, "P", P_);
     detail::require_finite(who, "P", P_);
     detail::require_nonnegative(who, "lambda", lambda_);
+    policy_.validate(who);
   }
 
   static constexpr std::string_view name() { return "attention"; }
@@ -74,6 +92,16 @@ public:
   Eigen::Index rank() const { return P_.cols(); }
   const Matrix<Scalar>& factor() const { return P_; }
   Scalar lambda() const { return lambda_; }
+  const AttentionPolicy& policy() const { return policy_; }
+
+  /// The same energy evaluated on another path.
+  AttentionEnergy with_policy(AttentionPolicy policy) const
+  {
+    policy.validate("AttentionEnergy::with_policy");
+    AttentionEnergy copy = *this;
+    copy.policy_ = policy;
+    return copy;
+  }
 
   /// The metric M = P P^T (d x d).
   Matrix<Scalar> metric() const { return P_ * P_.transpose(); }
@@ -82,9 +110,12 @@ public:
   Scalar value(const ConstMatrixRef<Scalar>& Y) const
   {
     check(Y, "value");
-    Matrix<Scalar> Z, S;
-    Vector<Scalar> q;
-    return evaluate(Y, Z, S, q);
+    detail::MetricCoordinates<Scalar> mc;
+    detail::metric_coordinates(Y, P_, mc);
+    Matrix<Scalar> unused;
+    return total(detail::pair_pass<Kernel>(mc, policy_.tile(Y.rows()), nullptr, Scalar(0),
+                                           unused),
+                 mc);
   }
 
   /// Writes dE/dY at Y into G (n x d).
@@ -93,26 +124,32 @@ public:
     value_and_gradient(Y, G);
   }
 
-  /// The energy at Y; writes dE/dY into G (n x d). One Gram matrix serves both.
+  /// The energy at Y; writes dE/dY into G (n x d). One pass over the pairs serves both: each
+  /// tile of the Gram matrix becomes weights, adds to the pair sum, and is multiplied by the
+  /// metric coordinates.
   Scalar value_and_gradient(const ConstMatrixRef<Scalar>& Y, MatrixRef<Scalar> G) const
   {
     check(Y, "value_and_gradient");
     detail::require_shape("AttentionEnergy::value_and_gradient", "G", G, Y.rows(), Y.cols());
 
-    Matrix<Scalar> Z, S;
-    Vector<Scalar> q;
-    const Scalar energy = evaluate(Y, Z, S, q);
+    detail::MetricCoordinates<Scalar> mc;
+    detail::metric_coordinates(Y, P_, mc);
+    const Eigen::Index k = rank();
 
-    // S becomes the weights beta_ij off the diagonal, D their row sums.
-    const Eigen::Index n = Y.rows();
-    for (Eigen::Index j = 0; j < n; ++j)
-      for (Eigen::Index i = 0; i < n; ++i)
-        S(i, j) = i == j ? Scalar(0) : Kernel::derivative(S(i, j));
-    const Vector<Scalar> D = S.rowwise().sum();
+    // [B_off Zc | D] = B_off [Zc | 1], B_off the weights with a zero diagonal (n x (k + 1)).
+    const Matrix<Scalar> mix = detail::with_ones_column(mc.centred);
+    Matrix<Scalar> out;
+    const Scalar energy = total(
+        detail::pair_pass<Kernel>(mc, policy_.tile(Y.rows()), &mix, Scalar(0), out), mc);
 
-    // (L + lambda I) Z = (D + lambda) .* Z - B_off Z, then back to tokens through P^T.
-    Matrix<Scalar> LZ = (D.array() + lambda_).matrix().asDiagonal() * Z;
-    LZ.noalias() -= S * Z;
+    // (L + lambda I) Z = D .* Zc - B_off Zc + lambda Z (L annihilates the centring), then back
+    // to tokens through P^T.
+    Matrix<Scalar> LZ = out.col(k).asDiagonal() * mc.centred;
+    LZ -= out.leftCols(k);
+    if (lambda_ > Scalar(0)) {
+      LZ += lambda_ * mc.centred;
+      LZ.rowwise() += lambda_ * mc.mean;
+    }
     G.noalias() = LZ * P_.transpose();
     return energy;
   }
@@ -125,22 +162,14 @@ private:
     detail::require_tokens(who, Y, dim());
   }
 
-  Scalar evaluate(const ConstMatrixRef<Scalar>& Y, Matrix<Scalar>& Z, Matrix<Scalar>& S,
-                  Vector<Scalar>& q) const
+  Scalar total(double pairs, const detail::MetricCoordinates<Scalar>& mc) const
   {
-    Z.noalias() = Y * P_;
-    detail::half_square_distances(Z, S, q);
-
-    Scalar pairs = 0;
-    const Eigen::Index n = Y.rows();
-    for (Eigen::Index j = 0; j < n; ++j)
-      for (Eigen::Index i = j + 1; i < n; ++i)
-        pairs += Kernel::rho(S(i, j));
-    return pairs + Scalar(0.5) * lambda_ * q.sum();
+    return detail::attention_energy_from_pairs(lambda_, pairs, mc);
   }
 
   Matrix<Scalar> P_;
   Scalar lambda_;
+  AttentionPolicy policy_;
 };
 
 }  // namespace unfold

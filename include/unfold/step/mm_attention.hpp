@@ -52,6 +52,66 @@ void damped_weights_in_place(VectorLike&& column, Eigen::Index self, Scalar lamb
   column /= damping + column.sum();
 }
 
+/// The Jacobi MM step through one pass over the pairs (dense or streamed, as the energy's
+/// policy says), Y+ = (1 - alpha) Y + alpha diag(1 / (lambda + D)) W Y, where W holds the
+/// weights beta_ij = rho'(s_ij) with the diagonal rho'(0) (lambda = 0: the self term of the
+/// softmax) or 0 (lambda > 0), and D its row sums, which come out of the same product as the
+/// last column of W [Y | 1].
+///
+/// The weights need no running maximum: rho is concave, so rho' is non-increasing and the
+/// largest weight of query i is its own, rho'(s_ii) = rho'(0), known before any key is seen.
+/// Every weight is thus in [0, rho'(0)], the sums cannot overflow, and with lambda = 0 the
+/// normaliser is at least rho'(0). Returns the pair sum at Y, from which the energy at Y
+/// follows at no further cost.
+template <class Scalar, class Kernel>
+double jacobi_mm_pass(const AttentionEnergy<Scalar, Kernel>& energy,
+                      const ConstMatrixRef<Scalar>& Y, Scalar alpha, MatrixRef<Scalar> Yout,
+                      MetricCoordinates<Scalar>& mc)
+{
+  const Eigen::Index n = Y.rows(), d = Y.cols();
+  const Scalar lambda = energy.lambda();
+  metric_coordinates(Y, energy.factor(), mc);
+
+  const Scalar self = lambda == Scalar(0) ? Kernel::derivative(Scalar(0)) : Scalar(0);
+  const Matrix<Scalar> mix = with_ones_column(Y);
+  Matrix<Scalar> out;
+  const double pairs = pair_pass<Kernel>(mc, energy.policy().tile(n), &mix, self, out);
+
+  // Elementwise in Y, so Yout may alias Y.
+  const auto normaliser = out.col(d).array() + lambda;
+  Yout = (Scalar(1) - alpha) * Y +
+         alpha * (out.leftCols(d).array().colwise() / normaliser).matrix();
+  return pairs;
+}
+
+/// The earlier log-domain form of the Jacobi step, for a kernel whose rho'(0) is not a finite
+/// positive number (no kernel of this library): the weights of each query are normalised
+/// after subtracting their maximum. Holds the n x n matrix whatever the policy.
+template <class Scalar, class Kernel>
+void jacobi_mm_log_domain(const AttentionEnergy<Scalar, Kernel>& energy,
+                          const ConstMatrixRef<Scalar>& Y, Scalar alpha, MatrixRef<Scalar> Yout)
+{
+  // Column i of `weights` holds the weights of query i (the log-weights are symmetric).
+  Matrix<Scalar> weights;
+  log_weights(energy, Y, weights);
+  if (energy.lambda() == Scalar(0))
+    softmax_columns_in_place(weights);
+  else
+    for (Eigen::Index i = 0; i < weights.cols(); ++i)
+      damped_weights_in_place(weights.col(i), i, energy.lambda());
+
+  // The product is evaluated into a temporary, so Yout may alias Y.
+  Matrix<Scalar> mixed = weights.transpose() * Y;
+  Yout = (Scalar(1) - alpha) * Y + alpha * mixed;
+}
+
+template <class Kernel, class Scalar>
+bool has_finite_self_weight()
+{
+  const Scalar self = Kernel::derivative(Scalar(0));
+  return std::isfinite(self) && self > Scalar(0);
+}
+
 }  // namespace detail
 
 /// One Jacobi MM step on the pairwise attention energy, written into `Yout`.
@@ -64,6 +124,9 @@ void damped_weights_in_place(VectorLike&& column, Eigen::Index self, Scalar lamb
 /// which for ExpKernel is `A = row_softmax(Z Z^T - 0.5 * 1 q^T)`. With lambda > 0 it is
 /// `Y+ = (1 - alpha) Y + alpha diag(1 / (lambda + D)) B_off Y` (MATH.md 1.1).
 ///
+/// It runs on the path of the energy's AttentionPolicy: dense (one n x n weight matrix) or
+/// streamed (tiles of the weights, memory linear in n).
+///
 /// \param Y tokens, n x d. \param Yout output, n x d; may be `Y` itself.
 template <Real Scalar, class Kernel>
 void mm_attention_step(const AttentionEnergy<Scalar, Kernel>& energy,
@@ -75,19 +138,37 @@ void mm_attention_step(const AttentionEnergy<Scalar, Kernel>& energy,
   detail::require_tokens(who, Y, energy.dim());
   detail::require_shape(who, "Yout", Yout, Y.rows(), Y.cols());
 
-  // Column i of `weights` holds the weights of query i (the log-weights are symmetric).
-  Matrix<Scalar> weights;
-  detail::log_weights(energy, Y, weights);
-  if (energy.lambda() == Scalar(0))
-    detail::softmax_columns_in_place(weights);
-  else
-    for (Eigen::Index i = 0; i < weights.cols(); ++i)
-      detail::damped_weights_in_place(weights.col(i), i, energy.lambda());
+  if (energy.lambda() == Scalar(0) && !detail::has_finite_self_weight<Kernel, Scalar>()) {
+    detail::jacobi_mm_log_domain(energy, Y, params.step_size, Yout);
+    return;
+  }
+  detail::MetricCoordinates<Scalar> mc;
+  detail::jacobi_mm_pass(energy, Y, params.step_size, Yout, mc);
+}
 
-  // The product is evaluated into a temporary, so Yout may alias Y.
-  const Scalar alpha = params.step_size;
-  Matrix<Scalar> mixed = weights.transpose() * Y;
-  Yout = (Scalar(1) - alpha) * Y + alpha * mixed;
+/// The Jacobi MM step that also returns the energy at its input Y, a by-product of the
+/// weights the step computes (no second pass over the pairs).
+///
+/// \param Y tokens, n x d. \param Yout output, n x d; may be `Y` itself.
+/// \return energy.value(Y), bit for bit.
+template <Real Scalar, class Kernel>
+Scalar mm_attention_step_and_value(const AttentionEnergy<Scalar, Kernel>& energy,
+                                   const ConstMatrixRef<Scalar>& Y,
+                                   const StepParams<Scalar>& params, MatrixRef<Scalar> Yout)
+{
+  constexpr std::string_view who = "mm_attention_step_and_value";
+  params.validate(who);
+  detail::require_tokens(who, Y, energy.dim());
+  detail::require_shape(who, "Yout", Yout, Y.rows(), Y.cols());
+
+  if (energy.lambda() == Scalar(0) && !detail::has_finite_self_weight<Kernel, Scalar>()) {
+    const Scalar value = energy.value(Y);
+    detail::jacobi_mm_log_domain(energy, Y, params.step_size, Yout);
+    return value;
+  }
+  detail::MetricCoordinates<Scalar> mc;
+  const double pairs = detail::jacobi_mm_pass(energy, Y, params.step_size, Yout, mc);
+  return detail::attention_energy_from_pairs(energy.lambda(), pairs, mc);
 }
 
 /// One Gauss-Seidel MM sweep: token i = 0, ..., n-1 in turn moves a fraction alpha of the way
@@ -151,17 +232,14 @@ DescentBound<Scalar> mm_attention_bound(const AttentionEnergy<Scalar, Kernel>& e
   params.validate(who);
   detail::require_tokens(who, Y, energy.dim());
 
-  Matrix<Scalar> logits;
-  detail::log_weights(energy, Y, logits);
+  // D = B_off 1, from one pass over the pairs (on the energy's path).
   const Eigen::Index n = Y.rows();
-  Vector<Scalar> D(n);
-  for (Eigen::Index i = 0; i < n; ++i) {
-    Scalar sum = 0;
-    for (Eigen::Index j = 0; j < n; ++j)
-      if (j != i)
-        sum += std::exp(logits(j, i));
-    D(i) = sum;
-  }
+  detail::MetricCoordinates<Scalar> mc;
+  detail::metric_coordinates(Y, energy.factor(), mc);
+  const Matrix<Scalar> ones = Matrix<Scalar>::Ones(n, 1);
+  Matrix<Scalar> out;
+  detail::pair_pass<Kernel>(mc, energy.policy().tile(n), &ones, Scalar(0), out);
+  const Vector<Scalar> D = out.col(0);
 
   DescentBound<Scalar> bound{params.step_size, 0, ""};
   const Scalar lambda = energy.lambda();
@@ -216,6 +294,18 @@ public:
       mm_attention_step(energy_, Y, params_, Yout);
     else
       gauss_seidel_mm_step(energy_, Y, params_, Yout);
+  }
+
+  /// apply(Y, Yout), returning energy().value(Y) bit for bit. The Jacobi step computes the
+  /// weights the energy needs and reports it for free; the Gauss-Seidel sweep, whose weights
+  /// change as it goes, evaluates it first. run() uses this for its trace.
+  Scalar apply_and_value(const ConstMatrixRef<Scalar>& Y, MatrixRef<Scalar> Yout) const
+  {
+    if (sweep_ == Sweep::jacobi)
+      return mm_attention_step_and_value(energy_, Y, params_, Yout);
+    const Scalar value = energy_.value(Y);
+    gauss_seidel_mm_step(energy_, Y, params_, Yout);
+    return value;
   }
 
   DescentBound<Scalar> bound(const ConstMatrixRef<Scalar>& Y) const

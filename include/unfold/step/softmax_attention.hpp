@@ -9,9 +9,92 @@
 #include "detail_softmax.hpp"
 #include "mm_attention.hpp"
 
+#include <algorithm>
+#include <cmath>
+#include <limits>
 #include <string_view>
 
 namespace unfold {
+
+namespace detail {
+
+/// Softmax of a column of logits g (m entries) in place, with the packet exp of
+/// attention_kernel.hpp: g <- exp(g - max g) / sum. A column whose maximum is not finite
+/// becomes zeros (no weights).
+template <class Scalar>
+void softmax_column(Scalar* g, Eigen::Index m)
+{
+  namespace ei = Eigen::internal;
+  using Packet = typename ei::packet_traits<Scalar>::type;
+  Eigen::Map<Vector<Scalar>> column(g, m);
+  const Scalar top = column.maxCoeff();
+  if (!std::isfinite(top)) {
+    column.setZero();
+    return;
+  }
+  const Packet shift = ei::pset1<Packet>(top);
+  const Scalar sum =
+      exp_column(g, g, m, [&](const Packet& gp, const Packet&) { return ei::psub(gp, shift); });
+  column /= sum;
+}
+
+/// Streamed plain softmax attention: out = row_softmax(Z Z^T) Y (n x d) over tiles of
+/// `tile` keys and queries, with a running maximum and normaliser per query (the largest
+/// logit of a query is not known in advance, unlike the MM step's): for each block of keys,
+///     m' = max(m, max_j l_ij),  l <- l e^(m - m') + sum_j e^(l_ij - m'),
+///     acc <- acc e^(m - m') + sum_j e^(l_ij - m') y_j,
+/// and finally out_i = acc_i / l_i. Memory: one tile and the n x d accumulator.
+template <class Scalar>
+void softmax_mix_streamed(const Matrix<Scalar>& Z, const ConstMatrixRef<Scalar>& Y,
+                          Eigen::Index tile, Matrix<Scalar>& out)
+{
+  namespace ei = Eigen::internal;
+  using Packet = typename ei::packet_traits<Scalar>::type;
+  const Eigen::Index n = Z.rows();
+  const Scalar minus_infinity = -std::numeric_limits<Scalar>::infinity();
+  tile = std::max<Eigen::Index>(1, std::min(tile, n));
+  out.setZero(n, Y.cols());
+
+  Matrix<Scalar> T(tile, tile);
+  Vector<Scalar> top(tile), norm(tile), block_top(tile);
+  for (Eigen::Index i0 = 0; i0 < n; i0 += tile) {
+    const Eigen::Index bi = std::min(tile, n - i0);
+    top.head(bi).setConstant(minus_infinity);
+    norm.head(bi).setZero();
+    auto acc = out.middleRows(i0, bi);
+
+    for (Eigen::Index j0 = 0; j0 < n; j0 += tile) {
+      const Eigen::Index bj = std::min(tile, n - j0);
+      // Column c holds the logits of query i0 + c against the keys of this block.
+      auto L = T.topLeftCorner(bj, bi);
+      L.noalias() = Z.middleRows(j0, bj) * Z.middleRows(i0, bi).transpose();
+      block_top.head(bi) = L.colwise().maxCoeff().transpose();
+      for (Eigen::Index c = 0; c < bi; ++c) {
+        const Scalar next = std::max(top(c), block_top(c));
+        if (!std::isfinite(next)) {
+          // An infinite logit: the dense softmax gives this query no weights; so here.
+          top(c) = std::numeric_limits<Scalar>::infinity();
+          L.col(c).setZero();
+          continue;
+        }
+        const Scalar rescale = top(c) == minus_infinity ? Scalar(0) : std::exp(top(c) - next);
+        const Packet shift = ei::pset1<Packet>(next);
+        Scalar* g = &L.coeffRef(0, c);
+        const Scalar sum = exp_column(
+            g, g, bj, [&](const Packet& gp, const Packet&) { return ei::psub(gp, shift); });
+        norm(c) = norm(c) * rescale + sum;
+        acc.row(c) *= rescale;
+        top(c) = next;
+      }
+      acc.noalias() += L.transpose() * Y.middleRows(j0, bj);
+    }
+    for (Eigen::Index c = 0; c < bi; ++c)
+      acc.row(c) = std::isfinite(top(c)) ? RowVector<Scalar>(acc.row(c) / norm(c))
+                                         : RowVector<Scalar>::Zero(Y.cols());
+  }
+}
+
+}  // namespace detail
 
 /// Y+ = (1 - alpha) Y + alpha row_softmax(Y F F^T Y^T) Y, written into `Yout`.
 ///
@@ -19,28 +102,40 @@ namespace unfold {
 /// ExpKernel energy with P = F exactly when all norms ||y_j F|| are equal; otherwise it has no
 /// descent guarantee and can raise the energy.
 ///
+/// `policy` chooses the dense path (the n x n logits, from a symmetric rank-k product) or the
+/// streamed one (tiles, with a running maximum and normaliser per query; memory linear in n).
+///
 /// \param Y tokens, n x d. \param Yout output, n x d; may be `Y` itself.
 template <Real Scalar>
 void softmax_attention_step(const ConstMatrixRef<Scalar>& F, const ConstMatrixRef<Scalar>& Y,
-                            const StepParams<Scalar>& params, MatrixRef<Scalar> Yout)
+                            const StepParams<Scalar>& params, MatrixRef<Scalar> Yout,
+                            const AttentionPolicy& policy = {})
 {
   constexpr std::string_view who = "softmax_attention_step";
   params.validate(who);
+  policy.validate(who);
   detail::require_nonempty(who, "F", F);
   detail::require_finite(who, "F", F);
   detail::require_tokens(who, Y, F.rows());
   detail::require_shape(who, "Yout", Yout, Y.rows(), Y.cols());
 
-  // The logits Z Z^T are symmetric, so column i holds the weights of query i.
+  const Eigen::Index n = Y.rows();
   const Matrix<Scalar> Z = Y * F;
-  Matrix<Scalar> weights(Y.rows(), Y.rows());
-  weights.setZero();
-  weights.template selfadjointView<Eigen::Lower>().rankUpdate(Z);
-  weights = weights.template selfadjointView<Eigen::Lower>();
-  detail::softmax_columns_in_place(weights);
+  Matrix<Scalar> mixed;
+  if (policy.streams(n)) {
+    detail::softmax_mix_streamed(Z, Y, policy.tile(n), mixed);
+  } else {
+    // The logits Z Z^T are symmetric: one triangle from a triangular product, mirrored; then
+    // column i holds the weights of query i.
+    Matrix<Scalar> weights(n, n);
+    weights.template triangularView<Eigen::Lower>() = Z * Z.transpose();
+    weights = weights.template selfadjointView<Eigen::Lower>();
+    for (Eigen::Index j = 0; j < n; ++j)
+      detail::softmax_column(&weights.coeffRef(0, j), n);
+    mixed.noalias() = weights.transpose() * Y;
+  }
 
   const Scalar alpha = params.step_size;
-  Matrix<Scalar> mixed = weights.transpose() * Y;
   Yout = (Scalar(1) - alpha) * Y + alpha * mixed;
 }
 
@@ -108,7 +203,7 @@ public:
 
   void apply(const ConstMatrixRef<Scalar>& Y, MatrixRef<Scalar> Yout) const
   {
-    softmax_attention_step<Scalar>(factor_, Y, params_, Yout);
+    softmax_attention_step<Scalar>(factor_, Y, params_, Yout, energy_.policy());
   }
 
   DescentBound<Scalar> bound(const ConstMatrixRef<Scalar>& Y) const
