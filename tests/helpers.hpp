@@ -9,6 +9,10 @@
 
 #include <cstdint>
 #include <random>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
 
 namespace unfold::test {
 
@@ -65,6 +69,43 @@ Matrix<Scalar> with_equal_metric_norms(const Matrix<Scalar>& Y, const Matrix<Sca
   for (Eigen::Index j = 0; j < Y.rows(); ++j)
     out.row(j) *= radius / norms(j);
   return out;
+}
+
+/// The scalar map X -> sum(dOut .* forward(X)) as an Energy whose gradient is `backward(X)`,
+/// a vector-Jacobian product with the same dOut, so that check::gradient_check can test a
+/// backward pass against central differences.
+template <class S, class Forward, class Backward>
+struct Contraction {
+  using Scalar = S;
+  Forward forward;    ///< X -> the output of the layer, the shape of dOut
+  Backward backward;  ///< X -> the gradient of sum(dOut .* forward(X)), the shape of X
+  Matrix<S> dOut;
+  Eigen::Index cols = 0;
+
+  static constexpr std::string_view name() { return "contraction"; }
+  Eigen::Index dim() const { return cols; }
+  S value(const ConstMatrixRef<S>& X) const
+  {
+    return (dOut.array() * forward(Matrix<S>(X)).array()).sum();
+  }
+  void gradient(const ConstMatrixRef<S>& X, MatrixRef<S> G) const { G = backward(Matrix<S>(X)); }
+  S value_and_gradient(const ConstMatrixRef<S>& X, MatrixRef<S> G) const
+  {
+    gradient(X, G);
+    return value(X);
+  }
+};
+
+/// check::gradient_check of a backward pass at X: `forward(X)` has the shape of dOut,
+/// `backward(X)` that of X; the type's default tolerances.
+template <class S, class Forward, class Backward>
+check::GradientCheck<S> check_backward(Forward forward, Backward backward, const Matrix<S>& X,
+                                       const Matrix<S>& dOut)
+{
+  const Contraction<S, Forward, Backward> f{std::move(forward), std::move(backward), dOut,
+                                            X.cols()};
+  static_assert(check_energy<std::remove_const_t<decltype(f)>>());
+  return check::gradient_check(f, X);
 }
 
 /// The exception message of `f`, or "" when it does not throw std::invalid_argument.

@@ -1,3 +1,4 @@
+#include "helpers.hpp"
 #include "unfold/io/npy.hpp"
 #include "unfold/reference/attention.hpp"
 #include "unfold/reference/softmax.hpp"
@@ -5,8 +6,11 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <limits>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -627,4 +631,394 @@ TEST_CASE("bad arguments throw std::invalid_argument naming function, argument a
                         Contains("attention_from_torch") &&
                             Contains("in_proj_weight is 8 x 4, expected 12 x 4"));
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward pass
+
+namespace {
+
+using unfold::test::check_backward;
+using unfold::test::random_tokens;
+
+// One attention problem: inputs, parameters, masks and an upstream gradient.
+template <class Scalar>
+struct Problem {
+  std::string name;
+  Matrix<Scalar> query, key, value;
+  MultiHeadAttention<Scalar> params;
+  Masks<Scalar> masks;
+  Matrix<Scalar> dOut;
+};
+
+template <class Scalar>
+MultiHeadAttention<Scalar> random_attention(Eigen::Index d_q, Eigen::Index d_k,
+                                            Eigen::Index d_vin, Eigen::Index k,
+                                            Eigen::Index d_v, Eigen::Index d_out,
+                                            Eigen::Index heads, bool biases, std::uint64_t seed)
+{
+  MultiHeadAttention<Scalar> p;
+  p.W_Q = random_tokens<Scalar>(d_q, k, seed, 0.6);
+  p.W_K = random_tokens<Scalar>(d_k, k, seed + 1, 0.6);
+  p.W_V = random_tokens<Scalar>(d_vin, d_v, seed + 2, 0.6);
+  p.W_O = random_tokens<Scalar>(d_v, d_out, seed + 3, 0.6);
+  if (biases) {
+    p.b_Q = random_tokens<Scalar>(1, k, seed + 4, 0.3);
+    p.b_K = random_tokens<Scalar>(1, k, seed + 5, 0.3);
+    p.b_V = random_tokens<Scalar>(1, d_v, seed + 6, 0.3);
+    p.b_O = random_tokens<Scalar>(1, d_out, seed + 7, 0.3);
+  }
+  p.heads = heads;
+  return p;
+}
+
+// Self-attention, cross-attention of other widths, one token, duplicate tokens, and masks of
+// every kind, including a query whose keys are all masked and a key no query reads.
+template <class Scalar>
+std::vector<Problem<Scalar>> backward_problems()
+{
+  std::vector<Problem<Scalar>> out;
+  auto add = [&](std::string name, Eigen::Index n, Eigen::Index m,
+                 MultiHeadAttention<Scalar> params, std::uint64_t seed) -> Problem<Scalar>& {
+    Problem<Scalar> p;
+    p.name = std::move(name);
+    p.query = random_tokens<Scalar>(n, params.W_Q.rows(), seed);
+    p.key = random_tokens<Scalar>(m, params.W_K.rows(), seed + 1);
+    p.value = random_tokens<Scalar>(m, params.W_V.rows(), seed + 2);
+    p.dOut = random_tokens<Scalar>(n, params.W_O.cols(), seed + 3);
+    p.params = std::move(params);
+    out.push_back(std::move(p));
+    return out.back();
+  };
+
+  auto& self = add("self h1, biases, residual", 4, 4,
+                   random_attention<Scalar>(3, 3, 3, 3, 3, 3, 1, true, 100), 110);
+  self.key = self.value = self.query;
+  self.params.residual_weight = Scalar(0.4);
+
+  add("cross h2, all widths differ", 3, 5, random_attention<Scalar>(4, 3, 2, 4, 6, 5, 2, true, 200),
+      210);
+  add("one query, one key", 1, 1, random_attention<Scalar>(2, 2, 2, 2, 2, 2, 1, true, 300), 310);
+  add("width 1", 3, 2, random_attention<Scalar>(1, 1, 1, 1, 1, 1, 1, false, 400), 410);
+
+  auto& twins = add("duplicate tokens, causal, h2, scale 0.7", 4, 4,
+                    random_attention<Scalar>(4, 4, 4, 4, 4, 4, 2, true, 500), 510);
+  twins.query.row(3) = twins.query.row(1);
+  twins.key = twins.value = twins.query;
+  twins.params.scale = Scalar(0.7);
+  twins.masks.attention = causal_mask(4);
+
+  auto& masked = add("boolean masks: query 1 sees no key, key 3 is padded", 3, 4,
+                     random_attention<Scalar>(4, 4, 4, 4, 4, 4, 2, true, 600), 610);
+  AttentionMask::Storage pairs = AttentionMask::Storage::Constant(3, 4, false);
+  pairs.row(1).setConstant(true);
+  pairs(2, 0) = true;
+  masked.masks.attention = AttentionMask(pairs);
+  masked.masks.key_padding = KeyPaddingMask{false, false, false, true};
+
+  auto& additive = add("additive mask with finite shifts and -inf, h1", 3, 3,
+                       random_attention<Scalar>(2, 2, 2, 2, 2, 2, 1, false, 700), 710);
+  Matrix<Scalar> shift = random_tokens<Scalar>(3, 3, 720);
+  shift.row(0).setConstant(-std::numeric_limits<Scalar>::infinity());
+  shift(2, 1) = -std::numeric_limits<Scalar>::infinity();
+  additive.masks.additive = AdditiveMask(shift);
+  return out;
+}
+
+template <class Scalar>
+Matrix<Scalar> forward(const Problem<Scalar>& p)
+{
+  return multi_head_attention<Scalar>(p.query, p.key, p.value, p.params, p.masks);
+}
+
+template <class Scalar>
+AttentionGradient<Scalar> backward(const Problem<Scalar>& p)
+{
+  return multi_head_attention_backward<Scalar>(p.query, p.key, p.value, p.params, p.dOut,
+                                               p.masks);
+}
+
+// Central differences of sum(dOut .* out) in the argument `field` of the problem, against the
+// gradient `grad` picks; biases are 1 x w matrices here.
+template <class Scalar, class Field, class Grad>
+void check_argument(const Problem<Scalar>& p, const std::string& what, Field field, Grad grad)
+{
+  Problem<Scalar> probe = p;
+  auto& slot = field(probe);
+  const Matrix<Scalar> at = slot;
+  const auto result = check_backward<Scalar>(
+      [&](const Matrix<Scalar>& X) {
+        slot = X;
+        return forward(probe);
+      },
+      [&](const Matrix<Scalar>& X) {
+        slot = X;
+        return Matrix<Scalar>(grad(backward(probe)));
+      },
+      at, p.dOut);
+  INFO(p.name << ", d" << what << ": worst ratio " << result.worst_ratio << ", relative error "
+              << result.relative_error << ", absolute error " << result.absolute_error);
+  CHECK(result.passed());
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("multi_head_attention_backward matches central differences in every "
+                   "input and parameter",
+                   "[attention][backward]", float, double)
+{
+  using Scalar = TestType;
+  using P = Problem<Scalar>;
+  using G = AttentionGradient<Scalar>;
+  for (const P& p : backward_problems<Scalar>()) {
+    INFO("problem: " << p.name);
+    check_argument(p, "query", [](P& q) -> auto& { return q.query; },
+                   [](const G& g) { return g.dQuery; });
+    check_argument(p, "key", [](P& q) -> auto& { return q.key; },
+                   [](const G& g) { return g.dKey; });
+    check_argument(p, "value", [](P& q) -> auto& { return q.value; },
+                   [](const G& g) { return g.dValue; });
+    check_argument(p, "W_Q", [](P& q) -> auto& { return q.params.W_Q; },
+                   [](const G& g) { return g.dW_Q; });
+    check_argument(p, "W_K", [](P& q) -> auto& { return q.params.W_K; },
+                   [](const G& g) { return g.dW_K; });
+    check_argument(p, "W_V", [](P& q) -> auto& { return q.params.W_V; },
+                   [](const G& g) { return g.dW_V; });
+    check_argument(p, "W_O", [](P& q) -> auto& { return q.params.W_O; },
+                   [](const G& g) { return g.dW_O; });
+    const G g = backward(p);
+    if (p.params.b_Q.size() == 0) {
+      CHECK(g.db_Q.size() == 0);
+      CHECK(g.db_O.size() == 0);
+      continue;
+    }
+    check_argument(p, "b_Q", [](P& q) -> auto& { return q.params.b_Q; },
+                   [](const G& h) { return h.db_Q; });
+    check_argument(p, "b_K", [](P& q) -> auto& { return q.params.b_K; },
+                   [](const G& h) { return h.db_K; });
+    check_argument(p, "b_V", [](P& q) -> auto& { return q.params.b_V; },
+                   [](const G& h) { return h.db_V; });
+    CHECK(g.db_O == p.dOut.colwise().sum());
+  }
+}
+
+TEMPLATE_TEST_CASE("self_attention_backward is the gradient in Y, the sum of the three",
+                   "[attention][backward]", float, double)
+{
+  using Scalar = TestType;
+  MultiHeadAttention<Scalar> params = random_attention<Scalar>(4, 4, 4, 4, 4, 4, 2, true, 800);
+  params.residual_weight = Scalar(0.5);
+  Matrix<Scalar> Y = random_tokens<Scalar>(5, 4, 810);
+  Y.row(4) = Y.row(0);  // a duplicate token
+  const Matrix<Scalar> dOut = random_tokens<Scalar>(5, 4, 820);
+  for (const bool causal : {false, true}) {
+    Masks<Scalar> masks;
+    if (causal)
+      masks.attention = causal_mask(5);
+    const AttentionGradient<Scalar> g = self_attention_backward<Scalar>(Y, params, dOut, masks);
+    const AttentionGradient<Scalar> cross =
+        multi_head_attention_backward<Scalar>(Y, Y, Y, params, dOut, masks);
+    REQUIRE(g.summed_inputs() == cross.summed_inputs());
+    const auto result = check_backward<Scalar>(
+        [&](const Matrix<Scalar>& X) { return self_attention<Scalar>(X, params, masks); },
+        [&](const Matrix<Scalar>& X) {
+          return self_attention_backward<Scalar>(X, params, dOut, masks).summed_inputs();
+        },
+        Y, dOut);
+    INFO("causal " << causal << ": worst ratio " << result.worst_ratio << ", relative error "
+                   << result.relative_error);
+    CHECK(result.passed());
+  }
+}
+
+TEMPLATE_TEST_CASE("a query whose keys are all masked gets a zero output row and a zero "
+                   "gradient, on every path",
+                   "[attention][backward][masks]", float, double)
+{
+  using Scalar = TestType;
+  constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();
+  const Eigen::Index n = 3;
+  const Eigen::Index d = 4;
+
+  // Query 1 loses every key: by a boolean mask, by -inf in an additive mask, or (query 0) by a
+  // causal mask whose only visible key is padded.
+  std::vector<std::pair<std::string, Masks<Scalar>>> paths;
+  {
+    AttentionMask::Storage pairs = AttentionMask::Storage::Constant(n, n, false);
+    pairs.row(1).setConstant(true);
+    Masks<Scalar> masks;
+    masks.attention = AttentionMask(pairs);
+    paths.emplace_back("boolean attention mask", masks);
+  }
+  {
+    Matrix<Scalar> add = random_tokens<Scalar>(n, n, 901);
+    add.row(1).setConstant(-inf);
+    Masks<Scalar> masks;
+    masks.additive = AdditiveMask(add);
+    paths.emplace_back("additive mask", masks);
+  }
+  {
+    Masks<Scalar> masks;
+    masks.key_padding = KeyPaddingMask{false, false, false};
+    Matrix<Scalar> add = Matrix<Scalar>::Zero(n, n);
+    add(1, 0) = add(1, 2) = -inf;
+    masks.additive = AdditiveMask(add);
+    AttentionMask::Storage pairs = AttentionMask::Storage::Constant(n, n, false);
+    pairs(1, 1) = true;
+    masks.attention = AttentionMask(pairs);
+    paths.emplace_back("additive and boolean masks together", masks);
+  }
+  {
+    Masks<Scalar> masks;
+    masks.attention = causal_mask(n);
+    masks.key_padding = KeyPaddingMask{true, false, false};
+    paths.emplace_back("causal mask with key 0 padded (query 0)", masks);
+  }
+
+  for (const Eigen::Index heads : {1, 2})
+    for (const auto& [path, masks] : paths) {
+      const Eigen::Index blind = path.starts_with("causal") ? 0 : 1;
+      INFO(path << ", " << heads << " head(s), query " << blind);
+      const MultiHeadAttention<Scalar> params =
+          random_attention<Scalar>(d, d, d, d, d, d, heads, false, 910);
+      const Matrix<Scalar> Y = random_tokens<Scalar>(n, d, 920);
+      const Matrix<Scalar> out = self_attention<Scalar>(Y, params, masks);
+      REQUIRE(out.allFinite());
+      REQUIRE(out.row(blind) == RowVector<Scalar>::Zero(d));
+
+      // An upstream gradient on the blind row only: nothing else moves it, and every gradient
+      // is exactly zero, through the free function and the recorded layer alike.
+      Matrix<Scalar> dOut = Matrix<Scalar>::Zero(n, d);
+      dOut.row(blind) = random_tokens<Scalar>(1, d, 930);
+      RecordedAttention<Scalar> recorded(params);
+      REQUIRE(recorded.forward(Y, masks) == out);
+      for (const AttentionGradient<Scalar>& g :
+           {self_attention_backward<Scalar>(Y, params, dOut, masks), recorded.backward(dOut)}) {
+        for (const Matrix<Scalar>* m : {&g.dQuery, &g.dKey, &g.dValue, &g.dW_Q, &g.dW_K,
+                                        &g.dW_V, &g.dW_O}) {
+          REQUIRE(m->allFinite());
+          REQUIRE(m->cwiseAbs().maxCoeff() == Scalar(0));
+        }
+      }
+
+      // A full upstream gradient: finite, and the blind query's own gradient row is zero.
+      const Matrix<Scalar> full = random_tokens<Scalar>(n, d, 940);
+      const AttentionGradient<Scalar> g = self_attention_backward<Scalar>(Y, params, full, masks);
+      for (const Matrix<Scalar>* m : {&g.dQuery, &g.dKey, &g.dValue, &g.dW_Q, &g.dW_K, &g.dW_V,
+                                      &g.dW_O})
+        REQUIRE(m->allFinite());
+      const AttentionGradient<Scalar> cross =
+          multi_head_attention_backward<Scalar>(Y, Y, Y, params, full, masks);
+      REQUIRE(cross.dQuery.row(blind) == RowVector<Scalar>::Zero(d));
+    }
+}
+
+TEMPLATE_TEST_CASE("a NaN stored in a masked-out key or value never reaches a gradient",
+                   "[attention][backward][masks]", float, double)
+{
+  using Scalar = TestType;
+  const MultiHeadAttention<Scalar> params =
+      random_attention<Scalar>(2, 2, 2, 2, 2, 3, 1, true, 1000);
+  const Matrix<Scalar> query = random_tokens<Scalar>(2, 2, 1010);
+  const Matrix<Scalar> keys = random_tokens<Scalar>(3, 2, 1020);
+  const Matrix<Scalar> values = random_tokens<Scalar>(3, 2, 1030);
+  const Matrix<Scalar> dOut = random_tokens<Scalar>(2, 3, 1040);
+  Masks<Scalar> masks;
+  masks.key_padding = KeyPaddingMask{false, true, false};
+
+  const AttentionGradient<Scalar> clean =
+      multi_head_attention_backward<Scalar>(query, keys, values, params, dOut, masks);
+  Matrix<Scalar> dirty_keys = keys;
+  Matrix<Scalar> dirty_values = values;
+  dirty_keys(1, 1) = std::numeric_limits<Scalar>::quiet_NaN();
+  dirty_values.row(1).setConstant(std::numeric_limits<Scalar>::infinity());
+  const AttentionGradient<Scalar> dirty =
+      multi_head_attention_backward<Scalar>(query, dirty_keys, dirty_values, params, dOut, masks);
+  REQUIRE(dirty.dKey == clean.dKey);
+  REQUIRE(dirty.dValue == clean.dValue);
+  REQUIRE(dirty.dW_K == clean.dW_K);
+  REQUIRE(dirty.dW_V == clean.dW_V);
+  REQUIRE(dirty.dQuery == clean.dQuery);
+  REQUIRE(clean.dKey.row(1) == RowVector<Scalar>::Zero(2));
+  REQUIRE(clean.dValue.row(1) == RowVector<Scalar>::Zero(2));
+}
+
+TEMPLATE_TEST_CASE("RecordedAttention records the forward pass for its backward pass",
+                   "[attention][backward][order]", float, double)
+{
+  using Scalar = TestType;
+  const Problem<Scalar> p = backward_problems<Scalar>()[5];  // boolean masks, two heads
+  RecordedAttention<Scalar> attention(p.params);
+  REQUIRE_FALSE(attention.recorded());
+  REQUIRE_THROWS_MATCHES(attention.backward(p.dOut), std::logic_error,
+                         Catch::Matchers::Message(
+                             "unfold::reference::RecordedAttention::backward: no forward pass "
+                             "is recorded; call forward(query, key, value, masks) first"));
+
+  REQUIRE(attention.forward(p.query, p.key, p.value, p.masks) == forward(p));
+  REQUIRE(attention.recorded());
+  const AttentionGradient<Scalar> want = backward(p);
+  for (int repeat = 0; repeat < 2; ++repeat) {
+    const AttentionGradient<Scalar> g = attention.backward(p.dOut);
+    REQUIRE(g.dQuery == want.dQuery);
+    REQUIRE(g.dKey == want.dKey);
+    REQUIRE(g.dValue == want.dValue);
+    REQUIRE(g.dW_Q == want.dW_Q);
+    REQUIRE(g.dW_K == want.dW_K);
+    REQUIRE(g.dW_V == want.dW_V);
+    REQUIRE(g.dW_O == want.dW_O);
+    REQUIRE(g.db_Q == want.db_Q);
+    REQUIRE(g.db_K == want.db_K);
+    REQUIRE(g.db_V == want.db_V);
+    REQUIRE(g.db_O == want.db_O);
+  }
+
+  // A bad dOut is a bad argument, not a wrong order.
+  REQUIRE_THROWS_WITH(attention.backward(Matrix<Scalar>::Zero(3, 3)),
+                      Contains("RecordedAttention::backward") &&
+                          Contains("dOut is 3 x 3, expected 3 x 4"));
+
+  // A forward that throws records nothing: no gradient of a stale input.
+  REQUIRE_THROWS_AS(attention.forward(p.query, p.key, Matrix<Scalar>::Zero(2, 4), p.masks),
+                    std::invalid_argument);
+  REQUIRE_FALSE(attention.recorded());
+  REQUIRE_THROWS_AS(attention.backward(p.dOut), std::logic_error);
+
+  attention.forward(p.query, p.key, p.value, p.masks);
+  attention.clear();
+  REQUIRE_THROWS_WITH(attention.backward(p.dOut), Contains("first"));
+
+  MultiHeadAttention<Scalar> bad = p.params;
+  bad.heads = 3;
+  REQUIRE_THROWS_WITH(RecordedAttention<Scalar>(bad),
+                      Contains("unfold::reference::RecordedAttention") &&
+                          Contains("heads = 3"));
+}
+
+TEST_CASE("attention backward passes reject bad arguments, naming function, argument and shapes",
+          "[attention][backward][errors]")
+{
+  MultiHeadAttention<double> params = identity_attention<double>(4);
+  params.heads = 2;
+  const Matrix<double> Y = Matrix<double>::Random(3, 4);
+  REQUIRE_THROWS_WITH(self_attention_backward<double>(Y, params, Matrix<double>::Zero(3, 2)),
+                      Contains("unfold::reference::self_attention_backward") &&
+                          Contains("dOut is 3 x 2, expected 3 x 4"));
+  REQUIRE_THROWS_WITH(multi_head_attention_backward<double>(Y, Y, Y, params,
+                                                            Matrix<double>::Zero(4, 4)),
+                      Contains("unfold::reference::multi_head_attention_backward") &&
+                          Contains("dOut is 4 x 4, expected 3 x 4"));
+  Matrix<double> dOut = Matrix<double>::Zero(3, 4);
+  dOut(2, 0) = std::nan("");
+  REQUIRE_THROWS_WITH(self_attention_backward<double>(Y, params, dOut),
+                      Contains("self_attention_backward") &&
+                          Contains("dOut (3 x 4) has a non-finite entry nan at (2, 0)"));
+  REQUIRE_THROWS_WITH(multi_head_attention_backward<double>(Y, Y, Matrix<double>::Zero(2, 4),
+                                                            params, Matrix<double>::Zero(3, 4)),
+                      Contains("multi_head_attention_backward") &&
+                          Contains("value has 2 rows, expected m (rows of key) = 3"));
+  Matrix<double> bad = Y;
+  bad(0, 1) = std::nan("");
+  REQUIRE_THROWS_WITH(self_attention_backward<double>(bad, params, Matrix<double>::Zero(3, 4)),
+                      Contains("self_attention_backward") && Contains("query (3 x 4)"));
 }

@@ -28,6 +28,11 @@
 ///   reach the output (in PyTorch it does, through 0 * NaN). A non-finite entry in any row that
 ///   is read throws `std::invalid_argument`.
 /// - Dropout is absent (eval mode); `bias_k`, `bias_v` and `add_zero_attn` are not modelled.
+///
+/// The backward pass (`multi_head_attention_backward`, `self_attention_backward`,
+/// `RecordedAttention`) is the vector-Jacobian product of the same computation, masks and scale
+/// held constant. It keeps the deliberate differences: a query whose keys are all masked gets a
+/// zero gradient, and a key or value masked for every query is never read.
 
 #include "unfold/core/types.hpp"
 #include "unfold/core/validate.hpp"
@@ -42,8 +47,10 @@
 #include <limits>
 #include <optional>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace unfold::reference {
@@ -355,6 +362,7 @@ template <Real Scalar>
 struct Scores {
   Matrix<Scalar> Q;                                ///< n x k, already multiplied by the scale
   Matrix<Scalar> K;                                ///< m x k, masked-out rows projected from 0
+  Matrix<Scalar> X_k;                              ///< m x d_k, the keys read, the others 0
   AttentionMask::Storage masked;                   ///< n x m, true = masked
   Matrix<Scalar> additive;                         ///< n x m, or empty
   Eigen::Array<bool, Eigen::Dynamic, 1> used;      ///< m, key j is read by some query
@@ -382,8 +390,8 @@ Scores<Scalar> prepare_scores(std::string_view who, const ConstRef<Scalar>& quer
   s.Q.noalias() = query * p.W_Q;
   add_bias(s.Q, p.b_Q);
   s.Q *= p.effective_scale();
-  const Matrix<Scalar> X_k = read_rows<Scalar>(who, "key", key, s.used);
-  s.K.noalias() = X_k * p.W_K;
+  s.X_k = read_rows<Scalar>(who, "key", key, s.used);
+  s.K.noalias() = s.X_k * p.W_K;
   add_bias(s.K, p.b_K);
   return s;
 }
@@ -403,6 +411,23 @@ Matrix<Scalar> head_weights(const Scores<Scalar>& s, Eigen::Index head, Eigen::I
       if (s.masked(i, j))
         logits(i, j) = -std::numeric_limits<Scalar>::infinity();
   return softmax_rows(logits);
+}
+
+/// V = X_v W_V + b_V (m x d_v) over the values some query reads; `X_v` receives those rows
+/// (the others zero), as the backward pass needs them for dW_V.
+template <Real Scalar>
+Matrix<Scalar> project_values(std::string_view who, const ConstRef<Scalar>& value,
+                              Eigen::Index m, const MultiHeadAttention<Scalar>& p,
+                              const Eigen::Array<bool, Eigen::Dynamic, 1>& used,
+                              Matrix<Scalar>& X_v)
+{
+  unfold::detail::require_rows(who, "value", value, m, "m (rows of key)");
+  unfold::detail::require_cols(who, "value", value, p.W_V.rows(), "rows of W_V (d_vin)");
+  X_v = read_rows<Scalar>(who, "value", value, used);
+  Matrix<Scalar> V(X_v.rows(), p.value_width());
+  V.noalias() = X_v * p.W_V;
+  add_bias(V, p.b_V);
+  return V;
 }
 
 template <class T>
@@ -461,14 +486,11 @@ Matrix<Scalar> multi_head_attention(const detail::ConstRef<Scalar>& query,
 {
   constexpr std::string_view who = "unfold::reference::multi_head_attention";
   const detail::Scores<Scalar> scores = detail::prepare_scores(who, query, key, params, masks);
-  unfold::detail::require_rows(who, "value", value, key.rows(), "m (rows of key)");
-  unfold::detail::require_cols(who, "value", value, params.W_V.rows(), "rows of W_V (d_vin)");
 
   // V = X_v W_V + b_V, m x d_v, over the values that are read.
-  const Matrix<Scalar> X_v = detail::read_rows<Scalar>(who, "value", value, scores.used);
-  Matrix<Scalar> V(X_v.rows(), params.value_width());
-  V.noalias() = X_v * params.W_V;
-  detail::add_bias(V, params.b_V);
+  Matrix<Scalar> X_v;
+  const Matrix<Scalar> V =
+      detail::project_values<Scalar>(who, value, key.rows(), params, scores.used, X_v);
 
   // Head i writes A_i V_i into its block of columns of the concatenation H, n x d_v.
   const Eigen::Index key_width = params.key_width() / params.heads;
@@ -533,6 +555,245 @@ std::vector<Matrix<Scalar>> self_attention(const std::vector<Matrix<Scalar>>& Y,
 {
   return multi_head_attention(Y, Y, Y, params, masks);
 }
+
+/// \brief The gradients of multi-head attention given the upstream gradient dOut: one entry
+/// per input and parameter. A bias that is absent (empty) gets an empty gradient.
+template <Real Scalar>
+struct AttentionGradient {
+  Matrix<Scalar> dQuery;  ///< n x d_q
+  Matrix<Scalar> dKey;    ///< m x d_k; zero in the rows of keys masked for every query
+  Matrix<Scalar> dValue;  ///< m x d_vin; zero in the same rows
+  Matrix<Scalar> dW_Q;    ///< d_q x k
+  Matrix<Scalar> dW_K;    ///< d_k x k
+  Matrix<Scalar> dW_V;    ///< d_vin x d_v
+  Matrix<Scalar> dW_O;    ///< d_v x d_out
+  RowVector<Scalar> db_Q;  ///< 1 x k, or empty
+  RowVector<Scalar> db_K;  ///< 1 x k, or empty
+  RowVector<Scalar> db_V;  ///< 1 x d_v, or empty
+  RowVector<Scalar> db_O;  ///< 1 x d_out, or empty
+
+  /// dQuery + dKey + dValue: the gradient with respect to Y of self-attention, where query,
+  /// key and value are all Y (n x d).
+  [[nodiscard]] Matrix<Scalar> summed_inputs() const { return dQuery + dKey + dValue; }
+};
+
+namespace detail {
+
+/// What the backward pass of attention reads from its forward pass.
+template <Real Scalar>
+struct AttentionRecord {
+  Matrix<Scalar> X_q;             ///< n x d_q, the queries
+  Scores<Scalar> scores;          ///< scaled Q, K, the keys read and the masks
+  Matrix<Scalar> X_v;             ///< m x d_vin, the values read, the others 0
+  Matrix<Scalar> V;               ///< m x d_v
+  std::vector<Matrix<Scalar>> A;  ///< one n x m weight matrix per head
+  Matrix<Scalar> H;               ///< n x d_v, the concatenated head outputs
+};
+
+/// The forward pass of `multi_head_attention`, keeping what the backward pass needs; writes
+/// the n x d_out output into `out`.
+template <Real Scalar>
+AttentionRecord<Scalar> record_attention(std::string_view who, const ConstRef<Scalar>& query,
+                                         const ConstRef<Scalar>& key,
+                                         const ConstRef<Scalar>& value,
+                                         const MultiHeadAttention<Scalar>& p,
+                                         const Masks<Scalar>& masks, Matrix<Scalar>& out)
+{
+  AttentionRecord<Scalar> r;
+  r.scores = prepare_scores(who, query, key, p, masks);
+  r.V = project_values<Scalar>(who, value, key.rows(), p, r.scores.used, r.X_v);
+  r.X_q = query;
+
+  const Eigen::Index key_width = p.key_width() / p.heads;
+  const Eigen::Index value_width = p.value_width() / p.heads;
+  r.H.resize(query.rows(), p.value_width());
+  r.A.reserve(std::size_t(p.heads));
+  for (Eigen::Index i = 0; i < p.heads; ++i) {
+    r.A.push_back(head_weights(r.scores, i, key_width));
+    r.H.middleCols(i * value_width, value_width).noalias() =
+        r.A.back() * r.V.middleCols(i * value_width, value_width);
+  }
+
+  out.resize(query.rows(), p.W_O.cols());
+  out.noalias() = r.H * p.W_O;
+  add_bias(out, p.b_O);
+  if (p.residual_weight != Scalar(0))
+    out += p.residual_weight * query;
+  return r;
+}
+
+/// Column sums of `G` when the bias is present, else empty.
+template <Real Scalar>
+RowVector<Scalar> bias_gradient(const RowVector<Scalar>& b, const Matrix<Scalar>& G)
+{
+  if (b.size() == 0)
+    return RowVector<Scalar>();
+  return G.colwise().sum();
+}
+
+/// The vector-Jacobian product of attention at a recorded forward pass.
+template <Real Scalar>
+AttentionGradient<Scalar> attention_backward(std::string_view who,
+                                             const AttentionRecord<Scalar>& r,
+                                             const MultiHeadAttention<Scalar>& p,
+                                             const ConstRef<Scalar>& dOut)
+{
+  const Eigen::Index n = r.X_q.rows();
+  const Eigen::Index m = r.V.rows();
+  unfold::detail::require_shape(who, "dOut", dOut, n, p.W_O.cols());
+  unfold::detail::require_finite(who, "dOut", dOut);
+
+  AttentionGradient<Scalar> g;
+  g.dW_O.noalias() = r.H.transpose() * dOut;
+  if (p.b_O.size() != 0)
+    g.db_O = dOut.colwise().sum();
+  Matrix<Scalar> dH(n, p.value_width());
+  dH.noalias() = dOut * p.W_O.transpose();
+
+  // Per head, with A = softmax(L): dA = dH_i V_i^T, dV_i = A^T dH_i and the softmax
+  // Jacobian dL = A .* (dA - rowsum(A .* dA)). A masked pair has A = 0, so dL = 0 there, and a
+  // query whose keys are all masked gets a zero row: no 0 * inf, no NaN.
+  const Eigen::Index key_width = p.key_width() / p.heads;
+  const Eigen::Index value_width = p.value_width() / p.heads;
+  Matrix<Scalar> dQ(n, p.key_width());
+  Matrix<Scalar> dK(m, p.key_width());
+  Matrix<Scalar> dV(m, p.value_width());
+  Matrix<Scalar> dA(n, m);
+  for (Eigen::Index i = 0; i < p.heads; ++i) {
+    const Matrix<Scalar>& A = r.A[std::size_t(i)];
+    const auto dH_i = dH.middleCols(i * value_width, value_width);
+    dA.noalias() = dH_i * r.V.middleCols(i * value_width, value_width).transpose();
+    dV.middleCols(i * value_width, value_width).noalias() = A.transpose() * dH_i;
+    const Vector<Scalar> inner = (A.array() * dA.array()).rowwise().sum().matrix();
+    const Matrix<Scalar> dL = (A.array() * (dA.colwise() - inner).array()).matrix();
+    dQ.middleCols(i * key_width, key_width).noalias() =
+        dL * r.scores.K.middleCols(i * key_width, key_width);
+    dK.middleCols(i * key_width, key_width).noalias() =
+        dL.transpose() * r.scores.Q.middleCols(i * key_width, key_width);
+  }
+
+  // The stored Q is scaled: Q = s (X_q W_Q + b_Q), so the unscaled projection gets s dQ.
+  dQ *= p.effective_scale();
+  g.dQuery.noalias() = dQ * p.W_Q.transpose();
+  if (p.residual_weight != Scalar(0))
+    g.dQuery += p.residual_weight * dOut;
+  g.dW_Q.noalias() = r.X_q.transpose() * dQ;
+  g.db_Q = bias_gradient(p.b_Q, dQ);
+
+  // Keys and values masked for every query have zero rows in dK and dV, and zero rows in the
+  // recorded inputs, so their entries (possibly NaN) never reach a gradient.
+  g.dKey.noalias() = dK * p.W_K.transpose();
+  g.dW_K.noalias() = r.scores.X_k.transpose() * dK;
+  g.db_K = bias_gradient(p.b_K, dK);
+  g.dValue.noalias() = dV * p.W_V.transpose();
+  g.dW_V.noalias() = r.X_v.transpose() * dV;
+  g.db_V = bias_gradient(p.b_V, dV);
+  return g;
+}
+
+}  // namespace detail
+
+/// \brief The vector-Jacobian product of `multi_head_attention(query, key, value, params,
+/// masks)` with the upstream gradient dOut: the gradients of `sum(dOut .* out)` with respect to
+/// the three inputs and every weight and bias.
+///
+/// In: the arguments of `multi_head_attention`, and `dOut` n x d_out, finite. Out: see
+/// `AttentionGradient`. The masks and the scale are constants. A query whose keys are all
+/// masked contributes nothing to any gradient but db_O (and, through the residual,
+/// residual_weight dOut to its own row of dQuery); keys and values masked for every query get
+/// zero rows and are never read.
+/// \throws std::invalid_argument as `multi_head_attention` does, and on a dOut that is not
+/// n x d_out or holds a non-finite entry.
+template <Real Scalar>
+AttentionGradient<Scalar> multi_head_attention_backward(const detail::ConstRef<Scalar>& query,
+                                                        const detail::ConstRef<Scalar>& key,
+                                                        const detail::ConstRef<Scalar>& value,
+                                                        const MultiHeadAttention<Scalar>& params,
+                                                        const detail::ConstRef<Scalar>& dOut,
+                                                        const Masks<Scalar>& masks = {})
+{
+  constexpr std::string_view who = "unfold::reference::multi_head_attention_backward";
+  Matrix<Scalar> out;
+  const detail::AttentionRecord<Scalar> record =
+      detail::record_attention<Scalar>(who, query, key, value, params, masks, out);
+  return detail::attention_backward<Scalar>(who, record, params, dOut);
+}
+
+/// \brief The vector-Jacobian product of `self_attention(Y, params, masks)`; the gradient with
+/// respect to Y is `summed_inputs()` of the result.
+template <Real Scalar>
+AttentionGradient<Scalar> self_attention_backward(const detail::ConstRef<Scalar>& Y,
+                                                  const MultiHeadAttention<Scalar>& params,
+                                                  const detail::ConstRef<Scalar>& dOut,
+                                                  const Masks<Scalar>& masks = {})
+{
+  constexpr std::string_view who = "unfold::reference::self_attention_backward";
+  Matrix<Scalar> out;
+  const detail::AttentionRecord<Scalar> record =
+      detail::record_attention<Scalar>(who, Y, Y, Y, params, masks, out);
+  return detail::attention_backward<Scalar>(who, record, params, dOut);
+}
+
+/// \brief Multi-head attention that records its forward pass (the inputs read, Q, K, V, the
+/// weights of every head) so that `backward` reuses it instead of recomputing the softmax.
+///
+/// Call order: `forward(...)`, then any number of `backward(dOut)` calls, which differentiate
+/// at the inputs of the last successful forward. `backward` before any forward, after a
+/// forward that threw, or after `clear()`, throws `std::logic_error`. The record holds h n x m
+/// weight matrices. Not safe to share between threads while forward runs.
+template <Real Scalar>
+class RecordedAttention {
+ public:
+  /// \throws std::invalid_argument on inconsistent parameters, as `multi_head_attention` does.
+  explicit RecordedAttention(MultiHeadAttention<Scalar> params) : params_(std::move(params))
+  {
+    detail::validate("unfold::reference::RecordedAttention", params_);
+  }
+
+  /// `multi_head_attention(query, key, value, params(), masks)`, recorded.
+  /// \throws std::invalid_argument as `multi_head_attention` does; nothing is recorded then.
+  Matrix<Scalar> forward(const ConstMatrixRef<Scalar>& query, const ConstMatrixRef<Scalar>& key,
+                         const ConstMatrixRef<Scalar>& value, const Masks<Scalar>& masks = {})
+  {
+    record_.reset();
+    Matrix<Scalar> out;
+    record_ = detail::record_attention<Scalar>("unfold::reference::RecordedAttention::forward",
+                                               query, key, value, params_, masks, out);
+    return out;
+  }
+
+  /// `self_attention(Y, params(), masks)`, recorded; the gradient with respect to Y is then
+  /// `backward(dOut).summed_inputs()`.
+  Matrix<Scalar> forward(const ConstMatrixRef<Scalar>& Y, const Masks<Scalar>& masks = {})
+  {
+    return forward(Y, Y, Y, masks);
+  }
+
+  /// The vector-Jacobian product at the recorded forward pass; see
+  /// `multi_head_attention_backward`.
+  /// \throws std::logic_error when no forward pass is recorded; std::invalid_argument on a dOut
+  /// that is not n x d_out or not finite.
+  [[nodiscard]] AttentionGradient<Scalar> backward(const ConstMatrixRef<Scalar>& dOut) const
+  {
+    constexpr std::string_view who = "unfold::reference::RecordedAttention::backward";
+    if (!record_)
+      throw std::logic_error(std::string(who) + ": no forward pass is recorded; call "
+                                                "forward(query, key, value, masks) first");
+    return detail::attention_backward<Scalar>(who, *record_, params_, dOut);
+  }
+
+  /// Whether a forward pass is recorded, i.e. whether `backward` may be called.
+  [[nodiscard]] bool recorded() const { return record_.has_value(); }
+
+  /// Drops the recorded forward pass and its memory.
+  void clear() { record_.reset(); }
+
+  [[nodiscard]] const MultiHeadAttention<Scalar>& params() const { return params_; }
+
+ private:
+  MultiHeadAttention<Scalar> params_;
+  std::optional<detail::AttentionRecord<Scalar>> record_;
+};
 
 /// \brief Parameters of a torch.nn.MultiheadAttention(E, h) with equal q/k/v widths.
 ///
