@@ -34,8 +34,10 @@ enum class AttentionPath {
 /// and in memory. The dense path holds one n x n matrix (n^2 * sizeof(Scalar) bytes: 256 MiB
 /// at n = 8192 in float); the streamed path holds one block x block tile (256 KiB in float)
 /// and a few n x d matrices, and visits each pair once, as the dense path does. Because its
-/// tiles stay in cache, the streamed path is also the faster one from a few hundred tokens
-/// on (bench/README.md), hence the low default threshold.
+/// tiles stay in cache, the streamed path is also the faster one as soon as n exceeds one
+/// block (the MM step at n = 512, d = 100 in float: 1.0 ms streamed, 1.6 ms dense; see
+/// bench/README.md). Up to one block both paths are the same single tile, hence the default
+/// threshold dense_max_n = block.
 ///
 /// Set it on the energy (`AttentionEnergy(P, lambda, policy)`, `energy.with_policy(policy)`);
 /// the MM steps on that energy and its bound follow it, and `softmax_attention_step` takes one
@@ -50,7 +52,7 @@ struct AttentionPolicy {
   Eigen::Index block = 256;
 
   /// The automatic choice is dense for n <= dense_max_n and streamed above.
-  Eigen::Index dense_max_n = 512;
+  Eigen::Index dense_max_n = 256;
 
   /// Throws std::invalid_argument naming `who` unless block >= 1 and dense_max_n >= 0.
   void validate(std::string_view who) const
@@ -72,10 +74,10 @@ struct AttentionPolicy {
   /// The tile size for n tokens: n on the dense path, min(block, n) on the streamed path.
   Eigen::Index tile(Eigen::Index n) const { return streams(n) ? std::min(block, n) : n; }
 
-  static AttentionPolicy dense() { return {AttentionPath::dense, 256, 512}; }
+  static AttentionPolicy dense() { return {AttentionPath::dense, 256, 256}; }
   static AttentionPolicy streamed(Eigen::Index block = 256)
   {
-    return {AttentionPath::streamed, block, 512};
+    return {AttentionPath::streamed, block, 256};
   }
 };
 

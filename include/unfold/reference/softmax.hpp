@@ -26,6 +26,9 @@ namespace detail {
 template <class Derived>
 void require_no_nan(std::string_view who, const Eigen::MatrixBase<Derived>& z)
 {
+  // The vectorised test first; the loop only to name the position.
+  if (!z.hasNaN())
+    return;
   for (Eigen::Index j = 0; j < z.cols(); ++j)
     for (Eigen::Index i = 0; i < z.rows(); ++i)
       if (std::isnan(z(i, j))) {
@@ -54,27 +57,34 @@ Matrix<typename Derived::Scalar> softmax_rows(const Eigen::MatrixBase<Derived>& 
   constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();
   detail::require_no_nan("unfold::reference::softmax_rows", logits);
 
-  Matrix<Scalar> out = Matrix<Scalar>::Zero(logits.rows(), logits.cols());
   if (logits.cols() == 0)
-    return out;
+    return Matrix<Scalar>::Zero(logits.rows(), 0);
 
-  for (Eigen::Index i = 0; i < logits.rows(); ++i) {
-    const Scalar top = logits.row(i).maxCoeff();
-    if (top == -inf)
-      continue;
-
-    // An infinite maximum: the weight is shared by the +inf entries only.
-    if (top == inf) {
-      const auto hits = (logits.row(i).array() == inf).template cast<Scalar>();
-      out.row(i) = hits / hits.sum();
+  // Row i of the logits is column i here: contiguous, so that Eigen vectorises the exp.
+  Matrix<Scalar> columns = logits.transpose();
+  for (Eigen::Index i = 0; i < columns.cols(); ++i) {
+    auto z = columns.col(i).array();
+    const Scalar top = z.maxCoeff();
+    if (top == -inf) {
+      z.setZero();
       continue;
     }
 
-    // exp(z - max) lies in [0, 1] with at least one 1, so the sum is in [1, m].
-    out.row(i) = (logits.row(i).array() - top).exp().matrix();
-    out.row(i) /= out.row(i).sum();
+    // An infinite maximum: the weight is shared by the +inf entries only.
+    if (top == inf) {
+      z = (z == inf).template cast<Scalar>();
+      z /= z.sum();
+      continue;
+    }
+
+    // exp(z - max) lies in [0, 1] with at least one 1, so the sum is in [1, m]. Eigen's
+    // vectorised exp returns a subnormal, not 0, far below the maximum and at -inf (a masked
+    // key); those are flushed to 0, below rounding against the 1.
+    z = (z - top).exp();
+    z = (z < std::numeric_limits<Scalar>::min()).select(Scalar(0), z);
+    z /= z.sum();
   }
-  return out;
+  return columns.transpose();
 }
 
 /// \brief Log-sum-exp of each row: `lse(i) = max_k z(i, k) + log sum_j exp(z(i, j) - max)`.
