@@ -340,6 +340,9 @@ template <Real Scalar>
 Matrix<Scalar> read_rows(std::string_view who, std::string_view arg, const ConstRef<Scalar>& X,
                          const Eigen::Array<bool, Eigen::Dynamic, 1>& used)
 {
+  if (used.all() && X.allFinite())
+    return X;
+
   Matrix<Scalar> out = Matrix<Scalar>::Zero(X.rows(), X.cols());
   for (Eigen::Index j = 0; j < X.rows(); ++j)
     if (used(j)) {
@@ -363,9 +366,10 @@ struct Scores {
   Matrix<Scalar> Q;                                ///< n x k, already multiplied by the scale
   Matrix<Scalar> K;                                ///< m x k, masked-out rows projected from 0
   Matrix<Scalar> X_k;                              ///< m x d_k, the keys read, the others 0
-  AttentionMask::Storage masked;                   ///< n x m, true = masked
+  AttentionMask::Storage masked;                   ///< n x m, true = masked; empty: none
   Matrix<Scalar> additive;                         ///< n x m, or empty
   Eigen::Array<bool, Eigen::Dynamic, 1> used;      ///< m, key j is read by some query
+  bool any_masked = false;                         ///< some pair is masked
 };
 
 template <Real Scalar>
@@ -381,10 +385,15 @@ Scores<Scalar> prepare_scores(std::string_view who, const ConstRef<Scalar>& quer
   unfold::detail::require_cols(who, "key", key, p.W_K.rows(), "rows of W_K (d_k)");
 
   Scores<Scalar> s;
-  s.masked = combine_masks(who, query.rows(), key.rows(), masks);
-  if (masks.additive)
-    s.additive = masks.additive->values();
-  s.used = (!s.masked).colwise().any().transpose();
+  if (masks.key_padding || masks.attention || masks.additive) {
+    s.masked = combine_masks(who, query.rows(), key.rows(), masks);
+    if (masks.additive)
+      s.additive = masks.additive->values();
+    s.used = (!s.masked).colwise().any().transpose();
+    s.any_masked = s.masked.any();
+  } else {
+    s.used.setConstant(key.rows(), true);
+  }
 
   // Q = s (X_q W_Q + b_Q), n x k; K = X_k W_K + b_K, m x k, over the keys that are read.
   s.Q.noalias() = query * p.W_Q;
@@ -396,21 +405,34 @@ Scores<Scalar> prepare_scores(std::string_view who, const ConstRef<Scalar>& quer
   return s;
 }
 
+/// Weights of head `head` by column (m x n): column i is the softmax over the keys of query
+/// i of Q_i K_i^T + additive, masked to -inf. Columns are contiguous, so the softmax runs
+/// vectorised, and a product A V reads this matrix transposed at no cost.
+template <Real Scalar>
+void head_weights_by_column(const Scores<Scalar>& s, Eigen::Index head, Eigen::Index width,
+                            Matrix<Scalar>& logits)
+{
+  logits.resize(s.K.rows(), s.Q.rows());
+  logits.noalias() = s.K.middleCols(head * width, width) *
+                     s.Q.middleCols(head * width, width).transpose();
+  if (s.additive.size() != 0)
+    logits += s.additive.transpose();
+
+  if (s.any_masked)
+    for (Eigen::Index i = 0; i < logits.cols(); ++i)
+      for (Eigen::Index j = 0; j < logits.rows(); ++j)
+        if (s.masked(i, j))
+          logits(j, i) = -std::numeric_limits<Scalar>::infinity();
+  softmax_columns_in_place(logits);
+}
+
 /// Weights of head `head` (n x m): softmax over keys of Q_i K_i^T + additive, masked to -inf.
 template <Real Scalar>
 Matrix<Scalar> head_weights(const Scores<Scalar>& s, Eigen::Index head, Eigen::Index width)
 {
-  Matrix<Scalar> logits(s.Q.rows(), s.K.rows());
-  logits.noalias() = s.Q.middleCols(head * width, width) *
-                     s.K.middleCols(head * width, width).transpose();
-  if (s.additive.size() != 0)
-    logits += s.additive;
-
-  for (Eigen::Index j = 0; j < logits.cols(); ++j)
-    for (Eigen::Index i = 0; i < logits.rows(); ++i)
-      if (s.masked(i, j))
-        logits(i, j) = -std::numeric_limits<Scalar>::infinity();
-  return softmax_rows(logits);
+  Matrix<Scalar> by_column;
+  head_weights_by_column(s, head, width, by_column);
+  return by_column.transpose();
 }
 
 /// V = X_v W_V + b_V (m x d_v) over the values some query reads; `X_v` receives those rows
@@ -496,10 +518,11 @@ Matrix<Scalar> multi_head_attention(const detail::ConstRef<Scalar>& query,
   const Eigen::Index key_width = params.key_width() / params.heads;
   const Eigen::Index value_width = params.value_width() / params.heads;
   Matrix<Scalar> H(query.rows(), params.value_width());
+  Matrix<Scalar> A_by_column;
   for (Eigen::Index i = 0; i < params.heads; ++i) {
-    const Matrix<Scalar> A = detail::head_weights(scores, i, key_width);
+    detail::head_weights_by_column(scores, i, key_width, A_by_column);
     H.middleCols(i * value_width, value_width).noalias() =
-        A * V.middleCols(i * value_width, value_width);
+        A_by_column.transpose() * V.middleCols(i * value_width, value_width);
   }
 
   // out = H W_O + b_O + residual_weight X_q, n x d_out.
@@ -609,9 +632,12 @@ AttentionRecord<Scalar> record_attention(std::string_view who, const ConstRef<Sc
   r.H.resize(query.rows(), p.value_width());
   r.A.reserve(std::size_t(p.heads));
   for (Eigen::Index i = 0; i < p.heads; ++i) {
-    r.A.push_back(head_weights(r.scores, i, key_width));
+    // The same expression as multi_head_attention, so the two forward passes agree bit for bit.
+    Matrix<Scalar> A_by_column;
+    head_weights_by_column(r.scores, i, key_width, A_by_column);
     r.H.middleCols(i * value_width, value_width).noalias() =
-        r.A.back() * r.V.middleCols(i * value_width, value_width);
+        A_by_column.transpose() * r.V.middleCols(i * value_width, value_width);
+    r.A.push_back(A_by_column.transpose());
   }
 
   out.resize(query.rows(), p.W_O.cols());

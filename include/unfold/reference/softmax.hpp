@@ -26,8 +26,9 @@ namespace detail {
 template <class Derived>
 void require_no_nan(std::string_view who, const Eigen::MatrixBase<Derived>& z)
 {
-  // The vectorised test first; the loop only to name the position.
-  if (!z.hasNaN())
+  // A vectorised sum first: it is NaN when an entry is, and also for +inf beside -inf, so the
+  // loop, which only throws at a NaN, runs just then and names the position.
+  if (!std::isnan(z.sum()))
     return;
   for (Eigen::Index j = 0; j < z.cols(); ++j)
     for (Eigen::Index i = 0; i < z.rows(); ++i)
@@ -37,6 +38,38 @@ void require_no_nan(std::string_view who, const Eigen::MatrixBase<Derived>& z)
             << ")";
         unfold::detail::fail(who, out.str());
       }
+}
+
+/// The softmax of each column of `z` in place (column i: the logits of query i), with the
+/// conventions of softmax_rows. Columns are contiguous, so Eigen vectorises the exp.
+template <class Scalar>
+void softmax_columns_in_place(Matrix<Scalar>& z)
+{
+  constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();
+  require_no_nan("unfold::reference::softmax_rows", z.transpose());
+
+  for (Eigen::Index i = 0; i < z.cols(); ++i) {
+    auto column = z.col(i).array();
+    const Scalar top = column.maxCoeff();
+    if (top == -inf) {
+      column.setZero();
+      continue;
+    }
+
+    // An infinite maximum: the weight is shared by the +inf entries only.
+    if (top == inf) {
+      column = (column == inf).template cast<Scalar>();
+      column /= column.sum();
+      continue;
+    }
+
+    // exp(z - max) lies in [0, 1] with at least one 1, so the sum is in [1, m]. Eigen's
+    // vectorised exp returns a subnormal, not 0, far below the maximum and at -inf (a masked
+    // key); those are flushed to 0, below rounding against the 1.
+    column = (column - top).exp();
+    column = (column < std::numeric_limits<Scalar>::min()).select(Scalar(0), column);
+    column /= column.sum();
+  }
 }
 
 }  // namespace detail
@@ -54,36 +87,12 @@ template <class Derived>
 Matrix<typename Derived::Scalar> softmax_rows(const Eigen::MatrixBase<Derived>& logits)
 {
   using Scalar = typename Derived::Scalar;
-  constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();
-  detail::require_no_nan("unfold::reference::softmax_rows", logits);
-
   if (logits.cols() == 0)
     return Matrix<Scalar>::Zero(logits.rows(), 0);
 
-  // Row i of the logits is column i here: contiguous, so that Eigen vectorises the exp.
+  // Row i of the logits is column i here.
   Matrix<Scalar> columns = logits.transpose();
-  for (Eigen::Index i = 0; i < columns.cols(); ++i) {
-    auto z = columns.col(i).array();
-    const Scalar top = z.maxCoeff();
-    if (top == -inf) {
-      z.setZero();
-      continue;
-    }
-
-    // An infinite maximum: the weight is shared by the +inf entries only.
-    if (top == inf) {
-      z = (z == inf).template cast<Scalar>();
-      z /= z.sum();
-      continue;
-    }
-
-    // exp(z - max) lies in [0, 1] with at least one 1, so the sum is in [1, m]. Eigen's
-    // vectorised exp returns a subnormal, not 0, far below the maximum and at -inf (a masked
-    // key); those are flushed to 0, below rounding against the 1.
-    z = (z - top).exp();
-    z = (z < std::numeric_limits<Scalar>::min()).select(Scalar(0), z);
-    z /= z.sum();
-  }
+  detail::softmax_columns_in_place(columns);
   return columns.transpose();
 }
 
