@@ -10,6 +10,7 @@
 #include <Eigen/Eigenvalues>
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 using namespace unfold;
@@ -70,45 +71,54 @@ const Shape shapes[] = {{1, 1, 1, 1, true},  {1, 4, 2, 2, true},  {2, 3, 3, 1, t
 
 }  // namespace
 
-TEST_CASE("coding rate equals the paper's n x n determinant form", "[crate][energy]")
+TEMPLATE_TEST_CASE("coding rate equals the paper's n x n determinant form", "[crate][energy]",
+                   float, double)
 {
+  using Scalar = TestType;
   for (const Shape& s : shapes)
-    for (double eps : {0.3, 1.0}) {
+    for (const Scalar eps : {Scalar(0.3), Scalar(1)}) {
       const std::uint64_t seed = 10 + std::uint64_t(s.n * 100 + s.d * 10 + s.K);
       INFO("seed " << seed << " n " << s.n << " d " << s.d << " K " << s.K << " p " << s.p);
-      const auto U = random_bases<double>(s.d, s.K, s.p, seed, s.complete);
-      const CodingRateEnergy<double> energy(U, eps);
-      const Matrix<double> Z = random_tokens<double>(s.n, s.d, seed + 1);
-      CHECK(energy.value(Z) == Approx(coding_rate_directly(U, eps, Z)).epsilon(1e-12));
+      const auto U = random_bases<Scalar>(s.d, s.K, s.p, seed, s.complete);
+      const CodingRateEnergy<Scalar> energy(U, eps);
+      const Matrix<Scalar> Z = random_tokens<Scalar>(s.n, s.d, seed + 1);
+      // The determinant form evaluated in double on the same inputs.
+      std::vector<Matrix<double>> U_wide;
+      for (const Matrix<Scalar>& Uk : U)
+        U_wide.push_back(Uk.template cast<double>());
+      const double direct = coding_rate_directly(U_wide, double(eps), Z.template cast<double>());
+      CHECK(energy.value(Z) == Approx(direct).epsilon(Tolerance<Scalar>::exact));
       const auto terms = energy.per_subspace(Z);
       REQUIRE(terms.size() == std::size_t(s.K));
-      double sum = 0;
-      for (double t : terms) {
-        CHECK(t >= 0.0);
+      Scalar sum = 0;
+      for (const Scalar t : terms) {
+        CHECK(t >= Scalar(0));
         sum += t;
       }
-      CHECK(sum == Approx(energy.value(Z)).epsilon(1e-14));
-      CHECK(energy.scale(0, s.n) == Approx(double(s.p) / (double(s.n) * eps * eps)));
+      CHECK(sum == Approx(energy.value(Z)).epsilon(64 * std::numeric_limits<Scalar>::epsilon()));
+      CHECK(energy.scale(0, s.n) == Approx(Scalar(s.p) / (Scalar(s.n) * eps * eps)));
     }
 }
 
-TEST_CASE("coding rate gradient matches central differences", "[crate][gradient]")
+TEMPLATE_TEST_CASE("coding rate gradient matches central differences", "[crate][gradient]",
+                   float, double)
 {
+  using Scalar = TestType;
   for (const Shape& s : shapes)
-    for (double eps : {0.3, 1.0}) {
+    for (const Scalar eps : {Scalar(0.3), Scalar(1)}) {
       const std::uint64_t seed = 20 + std::uint64_t(s.n * 100 + s.d * 10 + s.K);
       INFO("seed " << seed << " n " << s.n << " d " << s.d << " K " << s.K << " p " << s.p
                    << " eps " << eps);
-      const CodingRateEnergy<double> energy(random_bases<double>(s.d, s.K, s.p, seed, s.complete),
+      const CodingRateEnergy<Scalar> energy(random_bases<Scalar>(s.d, s.K, s.p, seed, s.complete),
                                             eps);
-      Matrix<double> Z = random_tokens<double>(s.n, s.d, seed + 1);
+      Matrix<Scalar> Z = random_tokens<Scalar>(s.n, s.d, seed + 1);
       if (s.n >= 3)
         Z.row(2) = Z.row(0);  // duplicate tokens
       const auto result = check::gradient_check(energy, Z);
       INFO("relative error " << result.relative_error);
-      CHECK(result.relative_error <= 1e-6);
+      CHECK(result.relative_error <= Tolerance<Scalar>::gradient);
 
-      Matrix<double> G1(s.n, s.d), G2(s.n, s.d);
+      Matrix<Scalar> G1(s.n, s.d), G2(s.n, s.d);
       CHECK(energy.value_and_gradient(Z, G1) == energy.value(Z));
       energy.gradient(Z, G2);
       CHECK(G1 == G2);
@@ -150,15 +160,19 @@ TEMPLATE_TEST_CASE("an exact gradient step on the coding rate lowers it (CRATE c
   CHECK(steps == 270);
 }
 
-TEST_CASE("coding rate curvature bound is p / (n eps^2) for complete orthogonal bases",
-          "[crate][bound]")
+TEMPLATE_TEST_CASE("coding rate curvature bound is p / (n eps^2) for complete orthogonal bases",
+                   "[crate][bound]", float, double)
 {
-  const CodingRateEnergy<double> complete(random_bases<double>(6, 3, 2, 1, true), 0.5);
-  CHECK(complete.lipschitz(4) == Approx(2.0 / (4 * 0.25)).epsilon(1e-12));
-  const CodingRateEnergy<double> overlapping(random_bases<double>(6, 3, 2, 1, false), 0.5);
+  using Scalar = TestType;
+  const Scalar tol = Tolerance<Scalar>::exact;
+  const CodingRateEnergy<Scalar> complete(random_bases<Scalar>(6, 3, 2, 1, true), Scalar(0.5));
+  CHECK(complete.lipschitz(4) == Approx(2.0 / (4 * 0.25)).epsilon(tol));
+  const CodingRateEnergy<Scalar> overlapping(random_bases<Scalar>(6, 3, 2, 1, false),
+                                             Scalar(0.5));
   CHECK(overlapping.lipschitz(4) > complete.lipschitz(4));
-  CHECK(overlapping.lipschitz(4) <= 3 * complete.lipschitz(4) * (1 + 1e-12));
-  CHECK_FALSE(coding_rate_gradient_bound(complete, 4, {2.01 / complete.lipschitz(4)}).holds());
+  CHECK(overlapping.lipschitz(4) <= 3 * complete.lipschitz(4) * (1 + tol));
+  CHECK_FALSE(
+      coding_rate_gradient_bound(complete, 4, {Scalar(2.01) / complete.lipschitz(4)}).holds());
 }
 
 TEMPLATE_TEST_CASE("MSSA step equals its formula and, with complete bases, a step along "
@@ -188,22 +202,24 @@ TEMPLATE_TEST_CASE("MSSA step equals its formula and, with complete bases, a ste
         10 * Tolerance<Scalar>::exact);
 }
 
-TEST_CASE("MSSA carries no descent guarantee: it lowered the coding rate at small scale and "
-          "raised it at large scale",
-          "[crate][mssa][measured]")
+TEMPLATE_TEST_CASE("MSSA carries no descent guarantee: it lowered the coding rate at small "
+                   "scale and raised it at large scale",
+                   "[crate][mssa][measured]", float, double)
 {
+  using Scalar = TestType;
   // Measured on these problems (complete orthogonal bases, eps = 0.5, kappa = 0.5): token
   // scale 0.1 never raised R_c; at scale 3 more than half of the problems did.
   int raised_small = 0, raised_large = 0, problems = 0;
   for (std::uint64_t seed = 1; seed < 100; ++seed) {
     const Eigen::Index p = 1 + Eigen::Index(seed % 3), K = 1 + Eigen::Index(seed % 3);
     const Eigen::Index n = 2 + Eigen::Index(seed % 8);
-    const CodingRateEnergy<double> energy(random_bases<double>(K * p, K, p, seed, true), 0.5);
-    Matrix<double> out(n, K * p);
+    const CodingRateEnergy<Scalar> energy(random_bases<Scalar>(K * p, K, p, seed, true),
+                                          Scalar(0.5));
+    Matrix<Scalar> out(n, K * p);
     for (double scale : {0.1, 3.0}) {
-      const Matrix<double> Z = random_tokens<double>(n, K * p, seed + 50, scale);
-      mssa_step(energy, Z, {0.5}, out);
-      if (energy.value(out) > energy.value(Z) * (1 + 1e-12))
+      const Matrix<Scalar> Z = random_tokens<Scalar>(n, K * p, seed + 50, scale);
+      mssa_step(energy, Z, {Scalar(0.5)}, out);
+      if (!test::did_not_rise(energy.value(Z), energy.value(out)))
         ++(scale < 1 ? raised_small : raised_large);
     }
     ++problems;
@@ -212,43 +228,48 @@ TEST_CASE("MSSA carries no descent guarantee: it lowered the coding rate at smal
                                << problems);
   CHECK(raised_small == 0);
   CHECK(raised_large > problems / 2);
-  CHECK(mssa_bound<double>({0.5}).max_step_size == 0.0);
+  CHECK(mssa_bound<Scalar>({Scalar(0.5)}).max_step_size == Scalar(0));
 }
 
-TEST_CASE("sparse-coding energy: smooth part and full energy pass the gradient check",
-          "[crate][gradient]")
+TEMPLATE_TEST_CASE("sparse-coding energy: smooth part and full energy pass the gradient check",
+                   "[crate][gradient]", float, double)
 {
+  using Scalar = TestType;
+  const Scalar tol = Tolerance<Scalar>::gradient;
   for (Eigen::Index d : {1, 3, 6})
     for (Eigen::Index n : {1, 4}) {
       const std::uint64_t seed = 300 + std::uint64_t(10 * d + n);
       INFO("seed " << seed << " n " << n << " d " << d);
-      const Matrix<double> D = random_tokens<double>(d, d, seed, 0.5);
-      const Matrix<double> Z = random_tokens<double>(n, d, seed + 1);
-      const Matrix<double> X = random_tokens<double>(n, d, seed + 2);
+      const Matrix<Scalar> D = random_tokens<Scalar>(d, d, seed, 0.5);
+      const Matrix<Scalar> Z = random_tokens<Scalar>(n, d, seed + 1);
+      const Matrix<Scalar> X = random_tokens<Scalar>(n, d, seed + 2);
 
       // The smooth part 0.5 ||Z - X D||^2 alone.
-      const SparseCodingEnergy<double> smooth(D, 0.0, Z, false);
-      CHECK(smooth.value(X) == Approx(0.5 * (Z - X * D).squaredNorm()).epsilon(1e-14));
+      const SparseCodingEnergy<Scalar> smooth(D, Scalar(0), Z, false);
+      CHECK(smooth.value(X) == Approx(Scalar(0.5) * (Z - X * D).squaredNorm())
+                                   .epsilon(64 * std::numeric_limits<Scalar>::epsilon()));
       CHECK(smooth.smooth_value(X) == smooth.value(X));
-      const double smooth_error = check::gradient_check(smooth, X).relative_error;
+      const Scalar smooth_error = check::gradient_check(smooth, X).relative_error;
       INFO("smooth part relative error " << smooth_error);
-      CHECK(smooth_error <= 1e-6);
+      CHECK(smooth_error <= tol);
 
-      // With lambda ||X||_1, away from zero entries (|x| >= 0.05 > the difference step).
-      Matrix<double> away = X;
+      // With lambda ||X||_1, away from zero entries (|x| >= 0.05 > the difference step, also
+      // the float step 5e-3).
+      Matrix<Scalar> away = X;
       for (Eigen::Index j = 0; j < d; ++j)
         for (Eigen::Index i = 0; i < n; ++i)
-          away(i, j) += away(i, j) >= 0 ? 0.05 : -0.05;
-      const SparseCodingEnergy<double> lasso(D, 0.3, Z, false);
-      const SparseCodingEnergy<double> nonneg(D, 0.3, Z, true);
-      const Matrix<double> positive = away.cwiseAbs();
-      const double lasso_error = check::gradient_check(lasso, away).relative_error;
-      const double nonneg_error = check::gradient_check(nonneg, positive).relative_error;
+          away(i, j) += away(i, j) >= 0 ? Scalar(0.05) : Scalar(-0.05);
+      const SparseCodingEnergy<Scalar> lasso(D, Scalar(0.3), Z, false);
+      const SparseCodingEnergy<Scalar> nonneg(D, Scalar(0.3), Z, true);
+      const Matrix<Scalar> positive = away.cwiseAbs();
+      const Scalar lasso_error = check::gradient_check(lasso, away).relative_error;
+      const Scalar nonneg_error = check::gradient_check(nonneg, positive).relative_error;
       INFO("lasso relative error " << lasso_error << ", non-negative " << nonneg_error);
-      CHECK(lasso_error <= 1e-6);
-      CHECK(nonneg_error <= 1e-6);
-      CHECK(nonneg.value(positive) ==
-            Approx(0.3 * positive.sum() + 0.5 * (Z - positive * D).squaredNorm()));
+      CHECK(lasso_error <= tol);
+      CHECK(nonneg_error <= tol);
+      CHECK(nonneg.value(positive) == Approx(Scalar(0.3) * positive.sum() +
+                                             Scalar(0.5) * (Z - positive * D).squaredNorm())
+                                          .epsilon(Tolerance<Scalar>::exact));
     }
 }
 
@@ -318,6 +339,8 @@ TEMPLATE_TEST_CASE("CRATE's ISTA block is ReLU(Z + eta (Z - Z D) D^T - eta lambd
   CHECK(did_not_rise(energy.value(Zpos), energy.value(out)));
 }
 
+// Double only: 1e-300, a non-zero entry that must not count, is 0 in float; float is checked
+// on its own below.
 TEST_CASE("sparsity is the fraction of exact zeros", "[crate][stats]")
 {
   Matrix<double> Z(2, 3);

@@ -8,6 +8,8 @@
 using namespace unfold;
 using unfold::test::invalid_argument_message;
 using unfold::test::random_tokens;
+using unfold::test::Tolerance;
+using Kernels = unfold::test::WithScalars<ExpKernel, LogKernel, RationalKernel>;
 
 namespace {
 
@@ -32,86 +34,95 @@ const Shape shapes[] = {{1, 1, 1}, {1, 4, 3}, {5, 1, 2}, {7, 4, 3}, {6, 5, 5}, {
 
 }  // namespace
 
-TEMPLATE_TEST_CASE("attention energy equals the direct sum over unordered pairs", "[energy]",
-                   ExpKernel, LogKernel, RationalKernel)
+TEMPLATE_LIST_TEST_CASE("attention energy equals the direct sum over unordered pairs",
+                        "[energy]", Kernels)
 {
-  using Kernel = TestType;
+  using Kernel = typename TestType::first_type;
+  using Scalar = typename TestType::second_type;
   for (const Shape& s : shapes)
-    for (double lambda : {0.0, 0.7}) {
+    for (const Scalar lambda : {Scalar(0), Scalar(0.7)}) {
       const std::uint64_t seed = 11 + std::uint64_t(s.n * 100 + s.d * 10 + s.k);
       INFO("seed " << seed << " n " << s.n << " d " << s.d << " k " << s.k);
-      const Matrix<double> Y = random_tokens<double>(s.n, s.d, seed, 0.6);
-      const Matrix<double> P = random_tokens<double>(s.d, s.k, seed + 1, 0.6);
-      const AttentionEnergy<double, Kernel> energy(P, lambda);
-      const double direct = pairwise_energy_directly<double, Kernel>(Y, P, lambda);
-      CHECK(energy.value(Y) == Approx(direct).epsilon(1e-12).margin(1e-14));
+      const Matrix<Scalar> Y = random_tokens<Scalar>(s.n, s.d, seed, 0.6);
+      const Matrix<Scalar> P = random_tokens<Scalar>(s.d, s.k, seed + 1, 0.6);
+      const AttentionEnergy<Scalar, Kernel> energy(P, lambda);
+      const Scalar direct = pairwise_energy_directly<Scalar, Kernel>(Y, P, lambda);
+      CHECK(energy.value(Y) == Approx(direct)
+                                   .epsilon(Tolerance<Scalar>::exact)
+                                   .margin(Tolerance<Scalar>::exact / 100));
     }
 }
 
-TEMPLATE_TEST_CASE("attention energy gradient matches central differences", "[energy][gradient]",
-                   ExpKernel, LogKernel, RationalKernel)
+TEMPLATE_LIST_TEST_CASE("attention energy gradient matches central differences",
+                        "[energy][gradient]", Kernels)
 {
-  using Kernel = TestType;
+  using Kernel = typename TestType::first_type;
+  using Scalar = typename TestType::second_type;
   for (const Shape& s : shapes)
-    for (double lambda : {0.0, 0.7}) {
+    for (const Scalar lambda : {Scalar(0), Scalar(0.7)}) {
       const std::uint64_t seed = 23 + std::uint64_t(s.n * 100 + s.d * 10 + s.k);
       INFO("seed " << seed << " n " << s.n << " d " << s.d << " k " << s.k << " lambda "
                    << lambda);
-      Matrix<double> Y = random_tokens<double>(s.n, s.d, seed, 0.6);
+      Matrix<Scalar> Y = random_tokens<Scalar>(s.n, s.d, seed, 0.6);
       if (s.n >= 3)
         Y.row(2) = Y.row(0);  // duplicate tokens
-      const Matrix<double> P = random_tokens<double>(s.d, s.k, seed + 1, 0.6);
-      const AttentionEnergy<double, Kernel> energy(P, lambda);
+      const Matrix<Scalar> P = random_tokens<Scalar>(s.d, s.k, seed + 1, 0.6);
+      const AttentionEnergy<Scalar, Kernel> energy(P, lambda);
       const auto result = check::gradient_check(energy, Y);
       INFO("relative error " << result.relative_error);
-      CHECK(result.relative_error <= 1e-6);
+      CHECK(result.relative_error <= Tolerance<Scalar>::gradient);
     }
 }
 
-TEST_CASE("feed-forward energy and its parts pass the gradient check", "[energy][gradient]")
+TEMPLATE_TEST_CASE("feed-forward energy and its parts pass the gradient check",
+                   "[energy][gradient]", float, double)
 {
+  using Scalar = TestType;
   for (Eigen::Index d : {1, 3, 8}) {
     for (Eigen::Index n : {1, 4}) {
       const std::uint64_t seed = 1000 + std::uint64_t(10 * d + n);
       INFO("seed " << seed << " n " << n << " d " << d);
-      const Matrix<double> S = test::random_symmetric<double>(d, seed, -0.95, 0.95);
-      const RowVector<double> b = random_tokens<double>(1, d, seed + 1);
-      const FeedForwardEnergy<double> ffn(S, b);
-      const Matrix<double> Y = random_tokens<double>(n, d, seed + 2);
-      CHECK(check::gradient_check(ffn, Y).relative_error <= 1e-6);
+      const Matrix<Scalar> S =
+          test::random_symmetric<Scalar>(d, seed, Scalar(-0.95), Scalar(0.95));
+      const RowVector<Scalar> b = random_tokens<Scalar>(1, d, seed + 1);
+      const FeedForwardEnergy<Scalar> ffn(S, b);
+      const Matrix<Scalar> Y = random_tokens<Scalar>(n, d, seed + 2);
+      CHECK(check::gradient_check(ffn, Y).relative_error <= Tolerance<Scalar>::gradient);
 
       // The indicator at an interior point: value 0 and zero gradient.
-      const Matrix<double> positive = Y.cwiseAbs().array() + 0.5;
-      const NonNegativeIndicator<double> indicator(d);
-      CHECK(indicator.value(positive) == 0.0);
-      CHECK(check::gradient_check(indicator, positive).absolute_error == 0.0);
+      const Matrix<Scalar> positive = Y.cwiseAbs().array() + Scalar(0.5);
+      const NonNegativeIndicator<Scalar> indicator(d);
+      CHECK(indicator.value(positive) == Scalar(0));
+      CHECK(check::gradient_check(indicator, positive).absolute_error == Scalar(0));
 
       // A sum keeps its components and adds their gradients.
-      const AttentionEnergy<double> attention(random_tokens<double>(d, 2, seed + 3), 0.0);
-      const SumEnergy<AttentionEnergy<double>, FeedForwardEnergy<double>> total(attention, ffn);
+      const AttentionEnergy<Scalar> attention(random_tokens<Scalar>(d, 2, seed + 3), Scalar(0));
+      const SumEnergy<AttentionEnergy<Scalar>, FeedForwardEnergy<Scalar>> total(attention, ffn);
       const auto parts = total.components(Y);
       CHECK(parts[0] == attention.value(Y));
       CHECK(parts[1] == ffn.value(Y));
-      CHECK(total.value(Y) == Approx(parts[0] + parts[1]).epsilon(1e-14));
-      CHECK(check::gradient_check(total, Y).relative_error <= 1e-6);
+      CHECK(total.value(Y) == Approx(parts[0] + parts[1]).epsilon(Tolerance<Scalar>::exact));
+      CHECK(check::gradient_check(total, Y).relative_error <= Tolerance<Scalar>::gradient);
     }
   }
 }
 
-TEST_CASE("feed-forward energy equals its defining formula", "[energy]")
+TEMPLATE_TEST_CASE("feed-forward energy equals its defining formula", "[energy]", float, double)
 {
-  const Matrix<double> S = test::random_symmetric<double>(5, 3, -0.5, 2.0);
-  const RowVector<double> b = random_tokens<double>(1, 5, 4);
-  const Matrix<double> Y = random_tokens<double>(6, 5, 5);
-  const FeedForwardEnergy<double> ffn(S, b);
-  const Matrix<double> ones_b = Eigen::VectorXd::Ones(6) * b;
-  const double expected =
-      0.5 * (Y * S * Y.transpose()).trace() + 0.5 * (Y - ones_b).squaredNorm();
-  CHECK(ffn.value(Y) == Approx(expected).epsilon(1e-13));
+  using Scalar = TestType;
+  const Matrix<Scalar> S = test::random_symmetric<Scalar>(5, 3, Scalar(-0.5), Scalar(2));
+  const RowVector<Scalar> b = random_tokens<Scalar>(1, 5, 4);
+  const Matrix<Scalar> Y = random_tokens<Scalar>(6, 5, 5);
+  const FeedForwardEnergy<Scalar> ffn(S, b);
+  const Matrix<Scalar> ones_b = Vector<Scalar>::Ones(6) * b;
+  const Scalar expected = Scalar(0.5) * (Y * S * Y.transpose()).trace() +
+                          Scalar(0.5) * (Y - ones_b).squaredNorm();
+  const Scalar tol = Tolerance<Scalar>::exact;
+  CHECK(ffn.value(Y) == Approx(expected).epsilon(tol));
 
-  const Eigen::SelfAdjointEigenSolver<Matrix<double>> eigen(S);
-  CHECK(ffn.lipschitz() == Approx(eigen.eigenvalues().maxCoeff() + 1).epsilon(1e-13));
-  CHECK(ffn.strong_convexity() == Approx(eigen.eigenvalues().minCoeff() + 1).epsilon(1e-13));
+  const Eigen::SelfAdjointEigenSolver<Matrix<Scalar>> eigen(S);
+  CHECK(ffn.lipschitz() == Approx(eigen.eigenvalues().maxCoeff() + 1).epsilon(tol));
+  CHECK(ffn.strong_convexity() == Approx(eigen.eigenvalues().minCoeff() + 1).epsilon(tol));
 }
 
 TEMPLATE_TEST_CASE("fused value_and_gradient agrees with value and gradient", "[energy]", float,

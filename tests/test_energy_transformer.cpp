@@ -10,7 +10,9 @@
 
 #include <Eigen/Eigenvalues>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -45,16 +47,20 @@ EnergyTransformerEnergy<Scalar> random_energy(const Problem& p, std::uint64_t se
                                          Scalar(1 / std::sqrt(double(p.k))), options);
 }
 
-// E as a function of the normalised tokens g, with plain loops and plain logs of plain sums.
-double energy_of_g(const EnergyTransformerEnergy<double>& e, const Matrix<double>& g)
+// E as a function of the normalised tokens g, with plain loops and plain logs of plain sums,
+// in double whatever the energy's scalar.
+template <class Scalar>
+double energy_of_g(const EnergyTransformerEnergy<Scalar>& e, const Matrix<double>& g)
 {
   const Eigen::Index n = g.rows();
-  const double beta = e.beta();
+  const double beta = double(e.beta());
   const bool self = e.options().include_self;
+  const Matrix<double> memories = e.memories().template cast<double>();
   double total = 0;
   if (e.options().terms != EnergyTransformerTerms::memory)
     for (std::size_t h = 0; h < e.heads(); ++h) {
-      const Matrix<double> K = g * e.keys()[h], Q = g * e.queries()[h];
+      const Matrix<double> K = g * e.keys()[h].template cast<double>();
+      const Matrix<double> Q = g * e.queries()[h].template cast<double>();
       for (Eigen::Index C = 0; C < n; ++C) {
         double sum = 0;
         for (Eigen::Index B = 0; B < n; ++B)
@@ -65,19 +71,23 @@ double energy_of_g(const EnergyTransformerEnergy<double>& e, const Matrix<double
       }
     }
   if (e.options().terms != EnergyTransformerTerms::attention)
-    for (Eigen::Index mu = 0; mu < e.memories().rows(); ++mu)
+    for (Eigen::Index mu = 0; mu < memories.rows(); ++mu)
       for (Eigen::Index B = 0; B < n; ++B) {
-        const double h = std::max(0.0, e.memories().row(mu).dot(g.row(B)));
+        const double h = std::max(0.0, memories.row(mu).dot(g.row(B)));
         total -= 0.5 * h * h;
       }
   return total;
 }
 
-// Central differences of energy_of_g at g, relative error against G as in check::gradient_check.
-double activation_gradient_error(const EnergyTransformerEnergy<double>& e,
-                                 const Matrix<double>& g, const Matrix<double>& G)
+// Central differences of energy_of_g at g, relative error against G as in check::gradient_check;
+// the differences are taken in double, so in float only G's own rounding shows.
+template <class Scalar>
+double activation_gradient_error(const EnergyTransformerEnergy<Scalar>& e,
+                                 const Matrix<Scalar>& g_in, const Matrix<Scalar>& G_in)
 {
   const double h = 1e-6;
+  const Matrix<double> g = g_in.template cast<double>();
+  const Matrix<double> G = G_in.template cast<double>();
   Matrix<double> fd(g.rows(), g.cols()), moved = g;
   for (Eigen::Index j = 0; j < g.cols(); ++j)
     for (Eigen::Index i = 0; i < g.rows(); ++i) {
@@ -97,63 +107,75 @@ const Problem problems[] = {{1, 3, 1, 2, 2}, {2, 4, 2, 3, 3}, {2, 2, 1, 1, 0}, {
 
 }  // namespace
 
-TEST_CASE("layer norm is the gradient of its convex Lagrangian", "[et][layer_norm][gradient]")
+TEMPLATE_TEST_CASE("layer norm is the gradient of its convex Lagrangian",
+                   "[et][layer_norm][gradient]", float, double)
 {
+  using Scalar = TestType;
+  const Scalar eps = std::numeric_limits<Scalar>::epsilon();
   for (Eigen::Index d : {2, 3, 8}) {
     const std::uint64_t seed = 40 + std::uint64_t(d);
     INFO("seed " << seed << " d " << d);
-    const RowVector<double> delta = random_tokens<double>(1, d, seed);
-    const LayerNormLagrangian<double> norm(d, 0.7, delta, 1e-3);
-    const Matrix<double> Y = random_tokens<double>(5, d, seed + 1, 1.5);
+    const RowVector<Scalar> delta = random_tokens<Scalar>(1, d, seed);
+    const LayerNormLagrangian<Scalar> norm(d, Scalar(0.7), delta, Scalar(1e-3));
+    const Matrix<Scalar> Y = random_tokens<Scalar>(5, d, seed + 1, 1.5);
     const auto result = check::gradient_check(norm, Y);
     INFO("relative error " << result.relative_error);
-    CHECK(result.relative_error <= 1e-6);
+    CHECK(result.relative_error <= Tolerance<Scalar>::gradient);
 
     // The gradient is the usual layer norm (PyTorch's conventions) with a constant gain.
-    const reference::LayerNorm<double> ln{RowVector<double>::Constant(d, 0.7), delta, 1e-3};
-    const Matrix<double> expected = reference::layer_norm<double>(Y, ln);
-    CHECK((norm.normalise(Y) - expected).cwiseAbs().maxCoeff() <= 1e-13);
+    const reference::LayerNorm<Scalar> ln{RowVector<Scalar>::Constant(d, Scalar(0.7)), delta,
+                                          Scalar(1e-3)};
+    const Matrix<Scalar> expected = reference::layer_norm<Scalar>(Y, ln);
+    CHECK((norm.normalise(Y) - expected).cwiseAbs().maxCoeff() <= 512 * eps);
 
     // Its Hessian, the layer-norm Jacobian, is symmetric PSD with the predicted spectrum.
-    const Matrix<double> x = Y.row(0);
-    Matrix<double> J(d, d);
+    const Matrix<Scalar> x = Y.row(0);
+    Matrix<Scalar> J(d, d);
     for (Eigen::Index j = 0; j < d; ++j) {
-      Matrix<double> column(1, d);
-      norm.apply_jacobian(x, Matrix<double>::Identity(d, d).row(j), column);
+      Matrix<Scalar> column(1, d);
+      norm.apply_jacobian(x, Matrix<Scalar>::Identity(d, d).row(j), column);
       J.col(j) = column.transpose();
     }
-    CHECK((J - J.transpose()).cwiseAbs().maxCoeff() <= 1e-14);
-    const Eigen::SelfAdjointEigenSolver<Matrix<double>> eigen(J);
+    CHECK((J - J.transpose()).cwiseAbs().maxCoeff() <= 64 * eps);
+    const Eigen::SelfAdjointEigenSolver<Matrix<Scalar>> eigen(J);
     const double c2 = (x.array() - x.mean()).matrix().squaredNorm();
     const double rho = std::sqrt(c2 + double(d) * 1e-3);
     const double top = 0.7 * std::sqrt(double(d)) / rho;
-    CHECK(eigen.eigenvalues()(0) == Approx(0).margin(1e-12));
-    CHECK(eigen.eigenvalues()(1) == Approx(top * double(d) * 1e-3 / (rho * rho)).epsilon(1e-9));
+    // Eigenvalues carry an absolute error of a few eps times the largest one.
+    const double spread = 64 * double(eps) * top;
+    CHECK(eigen.eigenvalues()(0) == Approx(0).margin(std::max(1e-12, spread)));
+    CHECK(eigen.eigenvalues()(1) ==
+          Approx(top * double(d) * 1e-3 / (rho * rho)).epsilon(1e-9).margin(spread));
     if (d >= 3)  // for d = 2 the centred direction is all there is beside the ones
-      CHECK(eigen.eigenvalues()(d - 1) == Approx(top).epsilon(1e-12));
+      CHECK(eigen.eigenvalues()(d - 1) == Approx(top).epsilon(Tolerance<Scalar>::exact));
   }
 }
 
-TEST_CASE("Energy Transformer energy equals its definition as a function of g", "[et][energy]")
+TEMPLATE_TEST_CASE("Energy Transformer energy equals its definition as a function of g",
+                   "[et][energy]", float, double)
 {
+  using Scalar = TestType;
+  const Scalar tol = Tolerance<Scalar>::exact;
   for (const Problem& p : problems)
     for (bool self : {false, true}) {
       const std::uint64_t seed = 100 + std::uint64_t(p.n * 10 + p.d);
       INFO("seed " << seed << " n " << p.n << " d " << p.d << " self " << self);
-      const auto e = random_energy<double>(p, seed, {self, EnergyTransformerTerms::both});
-      const Matrix<double> Y = random_tokens<double>(p.n, p.d, seed + 1);
-      const Matrix<double> g = e.layer_norm().normalise(Y);
-      CHECK(e.value(Y) == Approx(energy_of_g(e, g)).epsilon(1e-12).margin(1e-13));
-      CHECK(e.value(Y) == Approx(e.attention_value(Y) + e.memory_value(Y)).epsilon(1e-13));
+      const auto e = random_energy<Scalar>(p, seed, {self, EnergyTransformerTerms::both});
+      const Matrix<Scalar> Y = random_tokens<Scalar>(p.n, p.d, seed + 1);
+      const Matrix<Scalar> g = e.layer_norm().normalise(Y);
+      CHECK(e.value(Y) ==
+            Approx(energy_of_g(e, g.template cast<double>())).epsilon(tol).margin(tol / 10));
+      CHECK(e.value(Y) == Approx(e.attention_value(Y) + e.memory_value(Y)).epsilon(tol / 10));
       const auto memory = e.with_terms(EnergyTransformerTerms::memory);
       CHECK(memory.value(Y) == e.memory_value(Y));
-      CHECK(memory.value(Y) <= 0.0);
+      CHECK(memory.value(Y) <= Scalar(0));
     }
 }
 
-TEST_CASE("Energy Transformer dE/dx and dE/dg match central differences",
-          "[et][gradient]")
+TEMPLATE_TEST_CASE("Energy Transformer dE/dx and dE/dg match central differences",
+                   "[et][gradient]", float, double)
 {
+  using Scalar = TestType;
   using Terms = EnergyTransformerTerms;
   for (const Problem& p : problems)
     for (bool self : {false, true})
@@ -161,44 +183,48 @@ TEST_CASE("Energy Transformer dE/dx and dE/dg match central differences",
         const std::uint64_t seed = 200 + std::uint64_t(p.n * 10 + p.d);
         INFO("seed " << seed << " n " << p.n << " d " << p.d << " heads " << p.heads << " M "
                      << p.memories << " self " << self << " terms " << int(terms));
-        const auto e = random_energy<double>(p, seed, {self, terms});
-        Matrix<double> Y = random_tokens<double>(p.n, p.d, seed + 1);
+        const auto e = random_energy<Scalar>(p, seed, {self, terms});
+        Matrix<Scalar> Y = random_tokens<Scalar>(p.n, p.d, seed + 1);
         if (p.n >= 3)
           Y.row(2) = Y.row(0);  // duplicate tokens
         const auto result = check::gradient_check(e, Y);
         INFO("dE/dx relative error " << result.relative_error);
-        CHECK(result.relative_error <= 1e-6);
+        CHECK(result.relative_error <= Tolerance<Scalar>::gradient);
 
-        Matrix<double> G(p.n, p.d);
+        Matrix<Scalar> G(p.n, p.d);
         e.value_and_activation_gradient(Y, G);
-        const double error = activation_gradient_error(e, e.layer_norm().normalise(Y), G);
+        const double error = activation_gradient_error<Scalar>(e, e.layer_norm().normalise(Y), G);
         INFO("dE/dg relative error " << error);
-        CHECK(error <= 1e-6);
+        CHECK(error <= Tolerance<Scalar>::gradient);
       }
 }
 
-TEST_CASE("Energy Transformer step moves along -dE/dg, not -dE/dx", "[et][step]")
+TEMPLATE_TEST_CASE("Energy Transformer step moves along -dE/dg, not -dE/dx", "[et][step]", float,
+                   double)
 {
-  const auto e = random_energy<double>({5, 4, 2, 3, 3}, 300);
-  const Matrix<double> Y = random_tokens<double>(5, 4, 301);
-  Matrix<double> dEdg(5, 4), dEdx(5, 4), out(5, 4);
+  using Scalar = TestType;
+  const Scalar alpha = Scalar(0.05);
+  const Scalar tol = 8 * std::numeric_limits<Scalar>::epsilon();
+  const auto e = random_energy<Scalar>({5, 4, 2, 3, 3}, 300);
+  const Matrix<Scalar> Y = random_tokens<Scalar>(5, 4, 301);
+  Matrix<Scalar> dEdg(5, 4), dEdx(5, 4), out(5, 4);
   e.value_and_activation_gradient(Y, dEdg);
   e.gradient(Y, dEdx);
-  energy_transformer_step(e, Y, {0.05}, out);
-  CHECK((out - (Y - 0.05 * dEdg)).cwiseAbs().maxCoeff() <= 1e-15);
-  CHECK((dEdg - dEdx).cwiseAbs().maxCoeff() > 1e-3);
+  energy_transformer_step(e, Y, {alpha}, out);
+  CHECK((out - (Y - alpha * dEdg)).cwiseAbs().maxCoeff() <= tol);
+  CHECK((dEdg - dEdx).cwiseAbs().maxCoeff() > Scalar(1e-3));
 
   // Alternating: the attention sub-step at Y, then the memory sub-step where it landed.
-  Matrix<double> part(5, 4), expected = Y;
+  Matrix<Scalar> part(5, 4), expected = Y;
   e.with_terms(EnergyTransformerTerms::attention).value_and_activation_gradient(expected, part);
-  expected -= 0.05 * part;
+  expected -= alpha * part;
   e.with_terms(EnergyTransformerTerms::memory).value_and_activation_gradient(expected, part);
-  expected -= 0.05 * part;
-  energy_transformer_step(e, Y, {0.05, EnergyTransformerUpdate::alternating}, out);
-  CHECK((out - expected).cwiseAbs().maxCoeff() <= 1e-15);
+  expected -= alpha * part;
+  energy_transformer_step(e, Y, {alpha, EnergyTransformerUpdate::alternating}, out);
+  CHECK((out - expected).cwiseAbs().maxCoeff() <= tol);
 
   // The first-order decrease is alpha (dE/dg)^T J (dE/dg) = alpha dE/dg . dE/dx >= 0.
-  CHECK(dEdg.cwiseProduct(dEdx).sum() > 0.0);
+  CHECK(dEdg.cwiseProduct(dEdx).sum() > Scalar(0));
 }
 
 TEMPLATE_TEST_CASE("Energy Transformer step never raises the energy at alpha = 1e-3",
@@ -264,23 +290,25 @@ TEST_CASE("Energy Transformer with d = 1 is constant: the layer norm maps every 
   CHECK(e.value(out) == e.value(Y));
 }
 
-TEST_CASE("a single token attends to nobody unless the self term is included", "[et][edge]")
+TEMPLATE_TEST_CASE("a single token attends to nobody unless the self term is included",
+                   "[et][edge]", float, double)
 {
-  auto e = random_energy<double>({1, 4, 2, 3, 0}, 600);
-  const Matrix<double> x = random_tokens<double>(1, 4, 601);
-  Matrix<double> G(1, 4);
-  CHECK(e.value_and_gradient(x, G) == 0.0);
-  CHECK(G.cwiseAbs().maxCoeff() == 0.0);
+  using Scalar = TestType;
+  auto e = random_energy<Scalar>({1, 4, 2, 3, 0}, 600);
+  const Matrix<Scalar> x = random_tokens<Scalar>(1, 4, 601);
+  Matrix<Scalar> G(1, 4);
+  CHECK(e.value_and_gradient(x, G) == Scalar(0));
+  CHECK(G.cwiseAbs().maxCoeff() == Scalar(0));
 
   // With it, query C = 0 sees its own key only: E = -sum_h K_0 . Q_0.
-  const auto with_self = EnergyTransformerEnergy<double>(
+  const auto with_self = EnergyTransformerEnergy<Scalar>(
       e.layer_norm(), e.keys(), e.queries(), e.memories(), e.beta(),
       {true, EnergyTransformerTerms::both});
-  const Matrix<double> g = e.layer_norm().normalise(x);
-  double expected = 0;
+  const Matrix<Scalar> g = e.layer_norm().normalise(x);
+  Scalar expected = 0;
   for (std::size_t h = 0; h < 2; ++h)
     expected -= (g * e.keys()[h]).row(0).dot((g * e.queries()[h]).row(0));
-  CHECK(with_self.value(x) == Approx(expected).epsilon(1e-13));
+  CHECK(with_self.value(x) == Approx(expected).epsilon(Tolerance<Scalar>::exact / 10));
 }
 
 TEMPLATE_TEST_CASE("Energy Transformer handles duplicates, huge, tiny and offset tokens",

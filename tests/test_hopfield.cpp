@@ -8,6 +8,7 @@
 #include <unfold/step/hopfield.hpp>
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 using namespace unfold;
@@ -33,9 +34,10 @@ double hopfield_directly(const Matrix<double>& X, double beta, const Matrix<doub
   return total;
 }
 
-Matrix<double> unit_patterns()
+template <class Scalar = double>
+Matrix<Scalar> unit_patterns()
 {
-  return Matrix<double>::Identity(2, 2);
+  return Matrix<Scalar>::Identity(2, 2);
 }
 
 // A classical Hopfield net on states s in {-1, 1}^d, one state per token row:
@@ -90,31 +92,36 @@ struct SignUpdateStep {
 
 }  // namespace
 
-TEST_CASE("Hopfield energy keeps the constants log N / beta and M^2 / 2: 0.255008311 at "
-          "(0.6, 0.4) with patterns e1, e2",
-          "[hopfield][regression]")
+TEMPLATE_TEST_CASE("Hopfield energy keeps the constants log N / beta and M^2 / 2: 0.255008311 "
+                   "at (0.6, 0.4) with patterns e1, e2",
+                   "[hopfield][regression]", float, double)
 {
-  const HopfieldEnergy<double> energy(unit_patterns(), 1.0);
-  Matrix<double> xi(1, 2);
-  xi << 0.6, 0.4;
+  using Scalar = TestType;
+  const Scalar eps = std::numeric_limits<Scalar>::epsilon();
+  const HopfieldEnergy<Scalar> energy(unit_patterns<Scalar>(), Scalar(1));
+  Matrix<Scalar> xi(1, 2);
+  xi << Scalar(0.6), Scalar(0.4);
   INFO("E = " << energy.value(xi));
-  CHECK(energy.value(xi) == Approx(0.2550083111783533).epsilon(1e-13));
-  CHECK(energy.value(xi) == Approx(hopfield_directly(unit_patterns(), 1.0, xi)).epsilon(1e-14));
-  CHECK(energy.max_norm() == 1.0);
-  CHECK(energy.constant() == Approx(std::log(2.0) + 0.5).epsilon(1e-15));
+  CHECK(energy.value(xi) == Approx(0.2550083111783533).epsilon(Tolerance<Scalar>::exact / 10));
+  const double direct = hopfield_directly(unit_patterns(), 1.0, xi.template cast<double>());
+  CHECK(energy.value(xi) == Approx(direct).epsilon(64 * eps));
+  CHECK(energy.max_norm() == Scalar(1));
+  CHECK(energy.constant() == Approx(std::log(2.0) + 0.5).epsilon(8 * eps));
 }
 
-TEST_CASE("Hopfield CCCP steps from (0.6, 0.4) fall monotonically to 0.25 at (0.5, 0.5), where "
-          "the gradient is zero",
-          "[hopfield][regression][descent]")
+TEMPLATE_TEST_CASE("Hopfield CCCP steps from (0.6, 0.4) fall monotonically to 0.25 at "
+                   "(0.5, 0.5), where the gradient is zero",
+                   "[hopfield][regression][descent]", float, double)
 {
-  const HopfieldEnergy<double> energy(unit_patterns(), 1.0);
-  Matrix<double> xi(1, 2);
-  xi << 0.6, 0.4;
+  using Scalar = TestType;
+  const Scalar eps = std::numeric_limits<Scalar>::epsilon();
+  const HopfieldEnergy<Scalar> energy(unit_patterns<Scalar>(), Scalar(1));
+  Matrix<Scalar> xi(1, 2);
+  xi << Scalar(0.6), Scalar(0.4);
 
-  std::vector<double> energies{energy.value(xi)};
+  std::vector<Scalar> energies{energy.value(xi)};
   for (int t = 0; t < 60; ++t) {
-    hopfield_step(energy, xi, {1.0}, xi);
+    hopfield_step(energy, xi, {Scalar(1)}, xi);
     energies.push_back(energy.value(xi));
   }
   for (std::size_t t = 1; t < energies.size(); ++t) {
@@ -122,26 +129,27 @@ TEST_CASE("Hopfield CCCP steps from (0.6, 0.4) fall monotonically to 0.25 at (0.
     CHECK(energies[t] <= energies[t - 1]);
   }
   CHECK(energies[1] < energies[0]);
-  CHECK(energies.back() == Approx(0.25).epsilon(1e-14));
-  CHECK(std::abs(xi(0, 0) - 0.5) <= 1e-14);
-  CHECK(std::abs(xi(0, 1) - 0.5) <= 1e-14);
+  CHECK(energies.back() == Approx(0.25).epsilon(64 * eps));
+  CHECK(std::abs(xi(0, 0) - Scalar(0.5)) <= 64 * eps);
+  CHECK(std::abs(xi(0, 1) - Scalar(0.5)) <= 64 * eps);
 
   // The fixed point is a stationary point of E: the gradient is zero there.
-  Matrix<double> half = Matrix<double>::Constant(1, 2, 0.5);
-  Matrix<double> G(1, 2);
-  CHECK(energy.value_and_gradient(half, G) == Approx(0.25).epsilon(1e-15));
-  CHECK(G.cwiseAbs().maxCoeff() <= 1e-16);
+  Matrix<Scalar> half = Matrix<Scalar>::Constant(1, 2, Scalar(0.5));
+  Matrix<Scalar> G(1, 2);
+  CHECK(energy.value_and_gradient(half, G) == Approx(0.25).epsilon(8 * eps));
+  CHECK(G.cwiseAbs().maxCoeff() <= eps);
 
   // The unfolding operator records the same fall, inside the step's proven bound.
-  Matrix<double> start(1, 2);
-  start << 0.6, 0.4;
-  RunOptions<double> options;
+  Matrix<Scalar> start(1, 2);
+  start << Scalar(0.6), Scalar(0.4);
+  RunOptions<Scalar> options;
   options.check_bounds = true;
-  const auto result = run(tied(Layer(HopfieldStep<double>(energy)), 60), start, options);
+  const auto result = run(tied(Layer(HopfieldStep<Scalar>(energy)), 60), start, options);
   CHECK(result.completed);
   CHECK(result.trace.monotonicity().monotone);
-  CHECK(result.trace.entries.front().total == Approx(0.2550083111783533).epsilon(1e-13));
-  CHECK(result.trace.entries.back().total == Approx(0.25).epsilon(1e-14));
+  CHECK(result.trace.entries.front().total ==
+        Approx(0.2550083111783533).epsilon(Tolerance<Scalar>::exact / 10));
+  CHECK(result.trace.entries.back().total == Approx(0.25).epsilon(64 * eps));
   for (std::size_t i = 1; i < result.trace.entries.size(); ++i) {
     const auto& entry = result.trace.entries[i];
     CHECK(entry.status == StepStatus::ok);
@@ -150,41 +158,48 @@ TEST_CASE("Hopfield CCCP steps from (0.6, 0.4) fall monotonically to 0.25 at (0.
   }
 }
 
-TEST_CASE("Hopfield energy equals its definition and is never negative", "[hopfield][energy]")
+TEMPLATE_TEST_CASE("Hopfield energy equals its definition and is never negative",
+                   "[hopfield][energy]", float, double)
 {
+  using Scalar = TestType;
   for (std::uint64_t seed = 1; seed <= 12; ++seed) {
     const Eigen::Index n = 1 + Eigen::Index(seed % 4), d = 1 + Eigen::Index(seed % 5);
     const Eigen::Index N = 1 + Eigen::Index(seed % 6);
-    const double beta = seed % 3 == 0 ? 0.2 : (seed % 3 == 1 ? 1.0 : 4.0);
+    const Scalar beta = Scalar(seed % 3 == 0 ? 0.2 : (seed % 3 == 1 ? 1.0 : 4.0));
     INFO("seed " << seed << " n " << n << " d " << d << " N " << N << " beta " << beta);
-    const Matrix<double> X = random_tokens<double>(N, d, seed, 0.7);
-    const Matrix<double> Y = random_tokens<double>(n, d, seed + 100, 1.5);
-    const HopfieldEnergy<double> energy(X, beta);
-    CHECK(energy.value(Y) == Approx(hopfield_directly(X, beta, Y)).epsilon(1e-12));
-    CHECK(energy.value(Y) >= 0.0);
+    const Matrix<Scalar> X = random_tokens<Scalar>(N, d, seed, 0.7);
+    const Matrix<Scalar> Y = random_tokens<Scalar>(n, d, seed + 100, 1.5);
+    const HopfieldEnergy<Scalar> energy(X, beta);
+    // The definition evaluated in double on the same inputs.
+    const double direct = hopfield_directly(X.template cast<double>(), double(beta),
+                                            Y.template cast<double>());
+    CHECK(energy.value(Y) == Approx(direct).epsilon(Tolerance<Scalar>::exact));
+    CHECK(energy.value(Y) >= Scalar(0));
   }
 }
 
-TEST_CASE("Hopfield energy gradient matches central differences", "[hopfield][gradient]")
+TEMPLATE_TEST_CASE("Hopfield energy gradient matches central differences", "[hopfield][gradient]",
+                   float, double)
 {
+  using Scalar = TestType;
   struct Shape {
     Eigen::Index n, d, N;
   };
   const Shape shapes[] = {{1, 1, 1}, {1, 3, 4}, {4, 1, 3}, {5, 4, 6}, {2, 2, 1}, {6, 8, 3}};
   for (const Shape& s : shapes)
-    for (double beta : {0.1, 1.0, 5.0}) {
+    for (const Scalar beta : {Scalar(0.1), Scalar(1), Scalar(5)}) {
       const std::uint64_t seed = 31 + std::uint64_t(s.n * 100 + s.d * 10 + s.N);
       INFO("seed " << seed << " n " << s.n << " d " << s.d << " N " << s.N << " beta "
                    << beta);
-      Matrix<double> Y = random_tokens<double>(s.n, s.d, seed, 0.8);
+      Matrix<Scalar> Y = random_tokens<Scalar>(s.n, s.d, seed, 0.8);
       if (s.n >= 3)
         Y.row(2) = Y.row(0);  // duplicate states
-      const HopfieldEnergy<double> energy(random_tokens<double>(s.N, s.d, seed + 1), beta);
+      const HopfieldEnergy<Scalar> energy(random_tokens<Scalar>(s.N, s.d, seed + 1), beta);
       const auto result = check::gradient_check(energy, Y);
       INFO("relative error " << result.relative_error);
-      CHECK(result.relative_error <= 1e-6);
+      CHECK(result.relative_error <= Tolerance<Scalar>::gradient);
 
-      Matrix<double> G1(s.n, s.d), G2(s.n, s.d);
+      Matrix<Scalar> G1(s.n, s.d), G2(s.n, s.d);
       CHECK(energy.value_and_gradient(Y, G1) == energy.value(Y));
       energy.gradient(Y, G2);
       CHECK(G1 == G2);
@@ -277,21 +292,23 @@ TEMPLATE_TEST_CASE("Hopfield step handles one state, one feature, one pattern, d
   CHECK((out.rowwise() - mean).cwiseAbs().maxCoeff() <= tol);
 }
 
-TEST_CASE("Hopfield energy keeps its digits at a small inverse temperature",
-          "[hopfield][edge]")
+TEMPLATE_TEST_CASE("Hopfield energy keeps its digits at a small inverse temperature",
+                   "[hopfield][edge]", float, double)
 {
+  using Scalar = TestType;
   // For beta -> 0, -(1/beta) log((1/N) sum exp(beta s_mu)) -> -mean(s) - (beta/2) var(s); a
-  // plain log of a sum minus log N would lose about eps / beta of it.
-  const Matrix<double> X = random_tokens<double>(6, 4, 7);
-  const Matrix<double> Y = random_tokens<double>(1, 4, 8);
-  const double beta = 1e-7;
-  const HopfieldEnergy<double> energy(X, beta);
-  const Vector<double> s = X * Y.row(0).transpose();
+  // plain log of a sum minus log N would lose about eps / beta of it, all of it in float.
+  const Matrix<Scalar> X = random_tokens<Scalar>(6, 4, 7);
+  const Matrix<Scalar> Y = random_tokens<Scalar>(1, 4, 8);
+  const Scalar beta = Scalar(1e-7);
+  const HopfieldEnergy<Scalar> energy(X, beta);
+  const Vector<double> s = X.template cast<double>() * Y.row(0).transpose().template cast<double>();
   const double mean = s.mean();
   const double var = (s.array() - mean).square().mean();
-  const double M = X.rowwise().norm().maxCoeff();
-  const double expected = -mean - 0.5 * beta * var + 0.5 * Y.squaredNorm() + 0.5 * M * M;
-  CHECK(energy.value(Y) == Approx(expected).epsilon(1e-12));
+  const double M = X.template cast<double>().rowwise().norm().maxCoeff();
+  const double expected = -mean - 0.5 * double(beta) * var +
+                          0.5 * Y.template cast<double>().squaredNorm() + 0.5 * M * M;
+  CHECK(energy.value(Y) == Approx(expected).epsilon(Tolerance<Scalar>::exact));
 }
 
 TEST_CASE("Hopfield step may write over its input", "[hopfield][alias]")

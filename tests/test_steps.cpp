@@ -110,25 +110,27 @@ TEMPLATE_TEST_CASE("MM steps never raise the pairwise energy", "[step][mm][desce
   CHECK(steps == 270);
 }
 
-TEST_CASE("Jacobi MM bound is 1 + rho'(0) / max_i D_i", "[step][mm][bound]")
+TEMPLATE_TEST_CASE("Jacobi MM bound is 1 + rho'(0) / max_i D_i", "[step][mm][bound]", float,
+                   double)
 {
-  const Matrix<double> Y = random_tokens<double>(5, 3, 8, 0.5);
-  const Matrix<double> P = Matrix<double>::Identity(3, 3);
-  const AttentionEnergy<double> energy(P, 0.0);
-  double top = 0;
+  using Scalar = TestType;
+  const Matrix<Scalar> Y = random_tokens<Scalar>(5, 3, 8, 0.5);
+  const Matrix<Scalar> P = Matrix<Scalar>::Identity(3, 3);
+  const AttentionEnergy<Scalar> energy(P, Scalar(0));
+  Scalar top = 0;
   for (Eigen::Index i = 0; i < 5; ++i) {
-    double D = 0;
+    Scalar D = 0;
     for (Eigen::Index j = 0; j < 5; ++j)
       if (j != i)
-        D += std::exp(-0.5 * (Y.row(i) - Y.row(j)).squaredNorm());
+        D += std::exp(Scalar(-0.5) * (Y.row(i) - Y.row(j)).squaredNorm());
     top = std::max(top, D);
   }
-  const auto bound = mm_attention_bound(energy, Y, {1.0});
-  CHECK(bound.max_step_size == Approx(1 + 1 / top).epsilon(1e-13));
+  const auto bound = mm_attention_bound(energy, Y, {Scalar(1)});
+  CHECK(bound.max_step_size == Approx(1 + 1 / top).epsilon(Tolerance<Scalar>::exact / 10));
   CHECK(bound.holds());
-  CHECK_FALSE(mm_attention_bound(energy, Y, {bound.max_step_size * 1.01}).holds());
-  CHECK(gauss_seidel_bound<double>({2.0}).holds());
-  CHECK_FALSE(gauss_seidel_bound<double>({2.5}).holds());
+  CHECK_FALSE(mm_attention_bound(energy, Y, {bound.max_step_size * Scalar(1.01)}).holds());
+  CHECK(gauss_seidel_bound<Scalar>({Scalar(2)}).holds());
+  CHECK_FALSE(gauss_seidel_bound<Scalar>({Scalar(2.5)}).holds());
 }
 
 TEMPLATE_TEST_CASE("feed-forward step descends inside its bound, with and without ReLU",
@@ -163,44 +165,51 @@ TEMPLATE_TEST_CASE("feed-forward step descends inside its bound, with and withou
   }
 }
 
-TEST_CASE("feed-forward step is Y((1-alpha) I - alpha S) + alpha 1 b", "[step][ffn]")
+TEMPLATE_TEST_CASE("feed-forward step is Y((1-alpha) I - alpha S) + alpha 1 b", "[step][ffn]",
+                   float, double)
 {
-  const Matrix<double> S = test::random_symmetric<double>(4, 9, -2.0, 2.0);
-  const RowVector<double> b = random_tokens<double>(1, 4, 10);
-  const Matrix<double> Y = random_tokens<double>(3, 4, 11);
-  const FeedForwardEnergy<double> energy(S, b);
-  Matrix<double> out(3, 4);
-  feedforward_step(energy, Y, {0.3, false}, out);
-  const Matrix<double> W = 0.7 * Matrix<double>::Identity(4, 4) - 0.3 * S;
-  Matrix<double> expected = Y * W;
-  expected.rowwise() += 0.3 * b;
-  CHECK((out - expected).cwiseAbs().maxCoeff() <= 1e-14);
-  feedforward_step(energy, Y, {0.3, true}, out);
-  CHECK((out - expected.cwiseMax(0.0)).cwiseAbs().maxCoeff() <= 1e-14);
+  using Scalar = TestType;
+  const Matrix<Scalar> S = test::random_symmetric<Scalar>(4, 9, Scalar(-2), Scalar(2));
+  const RowVector<Scalar> b = random_tokens<Scalar>(1, 4, 10);
+  const Matrix<Scalar> Y = random_tokens<Scalar>(3, 4, 11);
+  const FeedForwardEnergy<Scalar> energy(S, b);
+  const Scalar alpha = Scalar(0.3);
+  Matrix<Scalar> out(3, 4);
+  feedforward_step(energy, Y, {alpha, false}, out);
+  const Matrix<Scalar> W = (1 - alpha) * Matrix<Scalar>::Identity(4, 4) - alpha * S;
+  Matrix<Scalar> expected = Y * W;
+  expected.rowwise() += alpha * b;
+  // Entries of a few units, a few roundings apart: 64 ulps of 1.
+  const Scalar tol = 64 * std::numeric_limits<Scalar>::epsilon();
+  CHECK((out - expected).cwiseAbs().maxCoeff() <= tol);
+  feedforward_step(energy, Y, {alpha, true}, out);
+  CHECK((out - expected.cwiseMax(Scalar(0))).cwiseAbs().maxCoeff() <= tol);
 
   // The generic proximal-gradient step with the indicator's prox is the same layer.
-  Matrix<double> generic(3, 4);
-  proximal_gradient_step(energy, NonNegativeIndicator<double>(4), Y, {0.3}, generic);
-  CHECK((generic - out).cwiseAbs().maxCoeff() <= 1e-14);
+  Matrix<Scalar> generic(3, 4);
+  proximal_gradient_step(energy, NonNegativeIndicator<Scalar>(4), Y, {alpha}, generic);
+  CHECK((generic - out).cwiseAbs().maxCoeff() <= tol);
 }
 
-TEST_CASE("plain softmax with unequal norms can raise the pairwise energy", "[step][softmax]")
+TEMPLATE_TEST_CASE("plain softmax with unequal norms can raise the pairwise energy",
+                   "[step][softmax]", float, double)
 {
+  using Scalar = TestType;
   // Three tokens on a line, at 1, -3 and 0: softmax pulls the origin towards the far token
   // (largest dot product) instead of towards its neighbour, and the energy rises.
-  Matrix<double> Y(3, 1);
+  Matrix<Scalar> Y(3, 1);
   Y << 1, -3, 0;
-  const Matrix<double> P = Matrix<double>::Identity(1, 1);
-  const AttentionEnergy<double> energy(P, 0.0);
-  Matrix<double> softmax(3, 1), mm(3, 1);
-  softmax_attention_step<double>(P, Y, {1.0}, softmax);
-  mm_attention_step(energy, Y, {1.0}, mm);
+  const Matrix<Scalar> P = Matrix<Scalar>::Identity(1, 1);
+  const AttentionEnergy<Scalar> energy(P, Scalar(0));
+  Matrix<Scalar> softmax(3, 1), mm(3, 1);
+  softmax_attention_step<Scalar>(P, Y, {Scalar(1)}, softmax);
+  mm_attention_step(energy, Y, {Scalar(1)}, mm);
 
   INFO("E(Y) " << energy.value(Y) << " softmax " << energy.value(softmax) << " MM "
                << energy.value(mm));
-  CHECK(energy.value(softmax) > energy.value(Y) + 0.1);
+  CHECK(energy.value(softmax) > energy.value(Y) + Scalar(0.1));
   CHECK(energy.value(mm) < energy.value(Y));
-  CHECK(softmax_attention_bound<double>(energy, P, Y, {1.0}).max_step_size == 0.0);
+  CHECK(softmax_attention_bound<Scalar>(energy, P, Y, {Scalar(1)}).max_step_size == Scalar(0));
 }
 
 TEMPLATE_TEST_CASE("softmax step equals the MM step when the metric norms are equal",
