@@ -61,24 +61,26 @@ TEMPLATE_TEST_CASE("the MM step equals softmax attention when the metric norms a
   }
 }
 
-TEST_CASE("with unequal norms the MM step departs from softmax by MATH.md 1.2's figures",
-          "[equivalence][mm][gap]")
+TEMPLATE_TEST_CASE("with unequal norms the MM step departs from softmax by MATH.md 1.2's figures",
+                   "[equivalence][mm][gap]", float, double)
 {
+  using Scalar = TestType;
   // MATH.md 1.2: norms spread by 10 % at radius 1 give about 4 % relative output difference,
   // 50 % about 26 %. Measured here with d = 16, n = 8, P = I, norms uniform in
   // [1 - spread, 1 + spread], averaged over 20 seeded draws.
   const Eigen::Index n = 8, d = 16;
-  const MMAttentionStep<double> step(AttentionEnergy<double>(Matrix<double>::Identity(d, d)),
-                                     {1.0});
+  const MMAttentionStep<Scalar> step(AttentionEnergy<Scalar>(Matrix<Scalar>::Identity(d, d)),
+                                     {Scalar(1)});
   auto mean_gap = [&](double spread) {
     double total = 0;
     for (std::uint64_t seed = 0; seed < 20; ++seed) {
+      // The same draws in both types: made in double, then rounded.
       std::mt19937_64 rng(500 + seed);
       Matrix<double> Y = normal_matrix<double>(n, d, 1.0, rng);
       std::uniform_real_distribution<double> radius(1.0 - spread, 1.0 + spread);
       for (Eigen::Index j = 0; j < n; ++j)
         Y.row(j) *= radius(rng) / Y.row(j).norm();
-      total += check::attention_gap(step, Y).relative;
+      total += double(check::attention_gap(step, Matrix<Scalar>(Y.cast<Scalar>())).relative);
     }
     return total / 20;
   };
@@ -86,21 +88,23 @@ TEST_CASE("with unequal norms the MM step departs from softmax by MATH.md 1.2's 
   const double none = mean_gap(0.0), ten = mean_gap(0.1), fifty = mean_gap(0.5);
   INFO("relative gap: spread 0 " << none << ", 10 % " << ten << " (MATH.md: about 0.04), 50 % "
                                  << fifty << " (MATH.md: about 0.26)");
-  CHECK(none <= 1e-12);
+  CHECK(none <= Tolerance<Scalar>::exact);
   CHECK(ten == Approx(0.04).epsilon(0.5));
   CHECK(fifty == Approx(0.26).epsilon(0.5));
   CHECK(fifty > 3 * ten);
   WARN("measured MM vs softmax gap: 10 % spread " << ten << ", 50 % spread " << fifty);
 }
 
-TEST_CASE("the softmax step equals its reference layer for any norms", "[equivalence][softmax]")
+TEMPLATE_TEST_CASE("the softmax step equals its reference layer for any norms",
+                   "[equivalence][softmax]", float, double)
 {
-  const Matrix<double> F = random_tokens<double>(5, 3, 1);
-  const SoftmaxAttentionStep<double> step(AttentionEnergy<double>(F), {0.7});
-  const Matrix<double> Y = random_tokens<double>(7, 5, 2, 1.5);
-  Matrix<double> out(7, 5);
+  using Scalar = TestType;
+  const Matrix<Scalar> F = random_tokens<Scalar>(5, 3, 1);
+  const SoftmaxAttentionStep<Scalar> step(AttentionEnergy<Scalar>(F), {Scalar(0.7)});
+  const Matrix<Scalar> Y = random_tokens<Scalar>(7, 5, 2, 1.5);
+  Matrix<Scalar> out(7, 5);
   step.apply(Y, out);
-  const Matrix<double> ref =
-      reference::self_attention<double>(Y, check::reference_attention(step));
-  CHECK((out - ref).cwiseAbs().maxCoeff() <= 1e-12);
+  const Matrix<Scalar> ref =
+      reference::self_attention<Scalar>(Y, check::reference_attention(step));
+  CHECK((out - ref).cwiseAbs().maxCoeff() <= Tolerance<Scalar>::exact);
 }

@@ -6,6 +6,8 @@
 #include <unfold/check/equivalence.hpp>
 #include <unfold/reference/layer_norm.hpp>
 
+#include <limits>
+
 using namespace unfold;
 using unfold::test::did_not_rise;
 using unfold::test::invalid_argument_message;
@@ -111,200 +113,215 @@ TEMPLATE_TEST_CASE("the causal MM step reads no later token and lowers every tok
     }
     if (lambda == 0.0)
       CHECK(out.row(0) == Y.row(0));  // with lambda > 0 token 0 moves towards 0
-    CHECK(check::gradient_check(CausalAttentionEnergy<double>(random_tokens<double>(4, 3, 7)),
-                                random_tokens<double>(5, 4, 10))
-              .relative_error <= 1e-6);
+    CHECK(check::gradient_check(CausalAttentionEnergy<Scalar>(P, Scalar(lambda)),
+                                random_tokens<Scalar>(5, 4, 10))
+              .relative_error <= Tolerance<Scalar>::gradient);
   }
 }
 
-TEST_CASE("the causal MM step against causal softmax attention", "[causal][equivalence]")
+TEMPLATE_TEST_CASE("the causal MM step against causal softmax attention", "[causal][equivalence]",
+                   float, double)
 {
-  const Matrix<double> P = Matrix<double>::Identity(4, 4);
-  const CausalAttentionEnergy<double> energy(P);
-  reference::MultiHeadAttention<double> layer = check::reference_attention<double>(P, 1.0);
-  reference::Masks<double> masks;
+  using Scalar = TestType;
+  const Matrix<Scalar> P = Matrix<Scalar>::Identity(4, 4);
+  const CausalAttentionEnergy<Scalar> energy(P);
+  reference::MultiHeadAttention<Scalar> layer = check::reference_attention<Scalar>(P, Scalar(1));
+  reference::Masks<Scalar> masks;
   masks.attention = reference::causal_mask(10);
 
   // Equal norms: exactly causal softmax attention. Norms spread by 50 %: a measured gap.
-  const Matrix<double> equal = test::with_equal_metric_norms<double>(
-      random_tokens<double>(10, 4, 11), P, 1.0);
-  Matrix<double> out(10, 4);
-  causal_mm_step(energy, equal, {1.0}, out);
-  CHECK((out - reference::self_attention<double>(equal, layer, masks)).cwiseAbs().maxCoeff() <=
-        1e-12);
+  const Matrix<Scalar> equal = test::with_equal_metric_norms<Scalar>(
+      random_tokens<Scalar>(10, 4, 11), P, 1.0);
+  Matrix<Scalar> out(10, 4);
+  causal_mm_step(energy, equal, {Scalar(1)}, out);
+  CHECK((out - reference::self_attention<Scalar>(equal, layer, masks)).cwiseAbs().maxCoeff() <=
+        Tolerance<Scalar>::exact);
 
-  Matrix<double> spread = equal;
+  Matrix<Scalar> spread = equal;
   for (Eigen::Index j = 0; j < 10; ++j)
-    spread.row(j) *= 0.5 + 0.1 * double(j);
-  causal_mm_step(energy, spread, {1.0}, out);
-  const Matrix<double> softmax = reference::self_attention<double>(spread, layer, masks);
-  const double gap = (out - softmax).norm() / out.norm();
+    spread.row(j) *= Scalar(0.5 + 0.1 * double(j));
+  causal_mm_step(energy, spread, {Scalar(1)}, out);
+  const Matrix<Scalar> softmax = reference::self_attention<Scalar>(spread, layer, masks);
+  const Scalar gap = (out - softmax).norm() / out.norm();
   WARN("causal MM vs causal softmax, norms 0.5 to 1.4: relative gap " << gap);
   CHECK(gap > 0.01);
   CHECK(gap < 1.0);
   CHECK(out.row(0) == softmax.row(0));  // the first token sees only itself either way
 }
 
-TEST_CASE("combinators: summed step, Strang splitting, momentum", "[combinators]")
+TEMPLATE_TEST_CASE("combinators: summed step, Strang splitting, momentum", "[combinators]", float,
+                   double)
 {
+  using Scalar = TestType;
+  // Entries of a few units, a few roundings apart: 64 and 512 ulps of 1.
+  const Scalar tight = 64 * std::numeric_limits<Scalar>::epsilon();
+  const Scalar loose = 512 * std::numeric_limits<Scalar>::epsilon();
   const Eigen::Index d = 4;
-  const FeedForwardEnergy<double> f(test::random_symmetric<double>(d, 1, 0.1, 0.9),
-                                    random_tokens<double>(1, d, 2));
-  const FeedForwardEnergy<double> g(test::random_symmetric<double>(d, 3, 0.1, 0.9),
-                                    random_tokens<double>(1, d, 4));
-  const Matrix<double> Y = random_tokens<double>(5, d, 5);
+  const FeedForwardEnergy<Scalar> f(test::random_symmetric<Scalar>(d, 1, Scalar(0.1), Scalar(0.9)),
+                                    random_tokens<Scalar>(1, d, 2));
+  const FeedForwardEnergy<Scalar> g(test::random_symmetric<Scalar>(d, 3, Scalar(0.1), Scalar(0.9)),
+                                    random_tokens<Scalar>(1, d, 4));
+  const Matrix<Scalar> Y = random_tokens<Scalar>(5, d, 5);
 
   // One step on f + g descends f + g for alpha <= 2 / L(f + g); here L <= 3.8.
-  const auto summed = summed_gradient_step({0.25}, f, g);
-  Matrix<double> out(5, d);
+  const auto summed = summed_gradient_step({Scalar(0.25)}, f, g);
+  Matrix<Scalar> out(5, d);
   summed.apply(Y, out);
   CHECK(summed.energy().value(out) < summed.energy().value(Y));
-  Matrix<double> Gf(5, d), Gg(5, d);
+  Matrix<Scalar> Gf(5, d), Gg(5, d);
   f.gradient(Y, Gf);
   g.gradient(Y, Gg);
-  CHECK((out - (Y - 0.25 * (Gf + Gg))).cwiseAbs().maxCoeff() <= 1e-14);
+  CHECK((out - (Y - Scalar(0.25) * (Gf + Gg))).cwiseAbs().maxCoeff() <= tight);
 
   // Strang: half f, g, half f; traced against f + g as one component.
-  const StrangStep strang(GradientStep(f, {0.125}), GradientStep(g, {0.25}));
+  const StrangStep strang(GradientStep(f, {Scalar(0.125)}), GradientStep(g, {Scalar(0.25)}));
   const auto strang_run = run(tied(Layer(strang), 20), Y);
   CHECK(strang_run.trace.component_names == std::vector<std::string>{"sum"});
-  Matrix<double> by_hand = Y;
-  gradient_step(f, by_hand, {0.125}, by_hand);
-  gradient_step(g, by_hand, {0.25}, by_hand);
-  gradient_step(f, by_hand, {0.125}, by_hand);
+  Matrix<Scalar> by_hand = Y;
+  gradient_step(f, by_hand, {Scalar(0.125)}, by_hand);
+  gradient_step(g, by_hand, {Scalar(0.25)}, by_hand);
+  gradient_step(f, by_hand, {Scalar(0.125)}, by_hand);
   strang.apply(Y, out);
-  CHECK((out - by_hand).cwiseAbs().maxCoeff() <= 1e-14);
+  CHECK((out - by_hand).cwiseAbs().maxCoeff() <= tight);
   // Splitting promises no monotone descent; near its fixed point the sum may creep up.
   const auto totals = strang_run.trace.layer_totals();
   CHECK(totals.back() < totals.front());
   WARN("Strang splitting, 20 steps: increases " << strang_run.trace.monotonicity().increases);
 
   // Lie-Trotter is the two-step layer.
-  const auto lt = lie_trotter(GradientStep(f, {0.25}), GradientStep(g, {0.25}));
+  const auto lt = lie_trotter(GradientStep(f, {Scalar(0.25)}), GradientStep(g, {Scalar(0.25)}));
   CHECK(run(tied(lt, 10), Y).trace.entries.size() == 21);
 
   // Heavy ball: the first step is the plain step; later ones add beta (Y - Y_previous).
-  const HeavyBallStep heavy(GradientStep(f, {0.25}), 0.5);
+  const HeavyBallStep heavy(GradientStep(f, {Scalar(0.25)}), Scalar(0.5));
   const auto hb = run(tied(Layer(heavy), 3), Y);
-  Matrix<double> y0 = Y, y1(5, d), y2(5, d), y3(5, d);
-  gradient_step(f, y0, {0.25}, y1);
-  gradient_step(f, y1, {0.25}, y2);
-  y2 += 0.5 * (y1 - y0);
-  gradient_step(f, y2, {0.25}, y3);
-  y3 += 0.5 * (y2 - y1);
-  CHECK((hb.tokens - y3).cwiseAbs().maxCoeff() <= 1e-13);
-  CHECK((run(tied(Layer(heavy), 3), Y).tokens - y3).cwiseAbs().maxCoeff() <= 1e-13);  // reset
+  Matrix<Scalar> y0 = Y, y1(5, d), y2(5, d), y3(5, d);
+  gradient_step(f, y0, {Scalar(0.25)}, y1);
+  gradient_step(f, y1, {Scalar(0.25)}, y2);
+  y2 += Scalar(0.5) * (y1 - y0);
+  gradient_step(f, y2, {Scalar(0.25)}, y3);
+  y3 += Scalar(0.5) * (y2 - y1);
+  CHECK((hb.tokens - y3).cwiseAbs().maxCoeff() <= loose);
+  CHECK((run(tied(Layer(heavy), 3), Y).tokens - y3).cwiseAbs().maxCoeff() <= loose);  // reset
 
   // Nesterov: Y+ = step(Y + beta (Y - Y_previous)).
-  const NesterovStep nesterov(GradientStep(f, {0.25}), 0.5);
+  const NesterovStep nesterov(GradientStep(f, {Scalar(0.25)}), Scalar(0.5));
   const auto nv = run(tied(Layer(nesterov), 2), Y);
-  Matrix<double> z1(5, d), z2(5, d);
-  gradient_step(f, Y, {0.25}, z1);
-  const Matrix<double> look = z1 + 0.5 * (z1 - Y);
-  gradient_step(f, look, {0.25}, z2);
-  CHECK((nv.tokens - z2).cwiseAbs().maxCoeff() <= 1e-13);
+  Matrix<Scalar> z1(5, d), z2(5, d);
+  gradient_step(f, Y, {Scalar(0.25)}, z1);
+  const Matrix<Scalar> look = z1 + Scalar(0.5) * (z1 - Y);
+  gradient_step(f, look, {Scalar(0.25)}, z2);
+  CHECK((nv.tokens - z2).cwiseAbs().maxCoeff() <= loose);
   CHECK_FALSE(heavy.bound(Y).holds());
 
-  CHECK(invalid_argument_message([&] { HeavyBallStep(GradientStep(f, {0.25}), 1.0); }) ==
-        "HeavyBallStep: momentum = 1.000000, expected 0 <= momentum < 1");
+  CHECK(invalid_argument_message([&] {
+          HeavyBallStep(GradientStep(f, {Scalar(0.25)}), Scalar(1));
+        }) == "HeavyBallStep: momentum = 1.000000, expected 0 <= momentum < 1");
 }
 
 namespace {
 
+template <class Scalar>
 struct Quadratic {
-  Matrix<double> A;
-  Vector<double> centre;
-  double value(const Vector<double>& y) const
+  Matrix<Scalar> A;
+  Vector<Scalar> centre;
+  Scalar value(const Vector<Scalar>& y) const
   {
-    return 0.5 * (y - centre).dot(A * (y - centre));
+    return Scalar(0.5) * (y - centre).dot(A * (y - centre));
   }
-  Vector<double> gradient(const Vector<double>& y) const { return A * (y - centre); }
+  Vector<Scalar> gradient(const Vector<Scalar>& y) const { return A * (y - centre); }
 };
 
-Quadratic random_quadratic(Eigen::Index d, std::uint64_t seed, double lo, double hi)
+template <class Scalar>
+Quadratic<Scalar> random_quadratic(Eigen::Index d, std::uint64_t seed, double lo, double hi)
 {
-  return {test::random_symmetric<double>(d, seed, lo, hi), random_tokens<double>(d, 1, seed + 1)};
+  return {test::random_symmetric<Scalar>(d, seed, Scalar(lo), Scalar(hi)),
+          random_tokens<Scalar>(d, 1, seed + 1)};
 }
 
 }  // namespace
 
-TEST_CASE("inside the Apollonius region a gradient step on g does not raise f + g",
-          "[alternation]")
+TEMPLATE_TEST_CASE("inside the Apollonius region a gradient step on g does not raise f + g",
+                   "[alternation]", float, double)
 {
+  using Scalar = TestType;
   std::size_t inside = 0;
   for (std::uint64_t seed = 1; seed <= 20; ++seed) {
     const Eigen::Index d = 2 + Eigen::Index(seed % 4);
-    const Quadratic f = random_quadratic(d, seed, 0.2, 2.0);
-    const Quadratic g = random_quadratic(d, seed + 50, 0.2, 2.0);
-    const Matrix<double> H = f.A + g.A;
-    const Eigen::SelfAdjointEigenSolver<Matrix<double>> eh(H), ef(f.A);
-    const double mu_h = eh.eigenvalues().minCoeff(), L_h = eh.eigenvalues().maxCoeff();
-    const double L_f = ef.eigenvalues().maxCoeff();
-    const Vector<double> y_h = H.ldlt().solve(f.A * f.centre + g.A * g.centre);
-    auto h = [&](const Vector<double>& y) { return f.value(y) + g.value(y); };
+    const Quadratic<Scalar> f = random_quadratic<Scalar>(d, seed, 0.2, 2.0);
+    const Quadratic<Scalar> g = random_quadratic<Scalar>(d, seed + 50, 0.2, 2.0);
+    const Matrix<Scalar> H = f.A + g.A;
+    const Eigen::SelfAdjointEigenSolver<Matrix<Scalar>> eh(H), ef(f.A);
+    const Scalar mu_h = eh.eigenvalues().minCoeff(), L_h = eh.eigenvalues().maxCoeff();
+    const Scalar L_f = ef.eigenvalues().maxCoeff();
+    const Vector<Scalar> y_h = H.ldlt().solve(f.A * f.centre + g.A * g.centre);
+    auto h = [&](const Vector<Scalar>& y) { return f.value(y) + g.value(y); };
 
     for (std::uint64_t k = 0; k < 200; ++k) {
-      const Vector<double> y = f.centre + random_tokens<double>(d, 1, 1000 * seed + k, 0.3);
-      if (!apollonius_test<double>(y, f.centre, y_h, mu_h, L_f))
+      const Vector<Scalar> y = f.centre + random_tokens<Scalar>(d, 1, 1000 * seed + k, 0.3);
+      if (!apollonius_test<Scalar>(y, f.centre, y_h, mu_h, L_f))
         continue;
       ++inside;
-      const Vector<double> next = y - (1.0 / L_h) * g.gradient(y);
-      CHECK(h(next) <= h(y) + 1e-12 * std::abs(h(y)));
+      const Vector<Scalar> next = y - (1 / L_h) * g.gradient(y);
+      CHECK(h(next) <= h(y) + Tolerance<Scalar>::descent * std::abs(h(y)));
     }
   }
   INFO("points inside the region: " << inside);
   CHECK(inside > 100);
 
   // The circle of ratio C: its points have ratio C.
-  Vector<double> a(2), b(2);
+  Vector<Scalar> a(2), b(2);
   a << 0, 0;
   b << 3, 1;
-  for (double C : {0.7, 1.5}) {
-    const auto circle = apollonius_circle<double>(a, b, C);
-    Vector<double> p = circle.centre;
+  for (const Scalar C : {Scalar(0.7), Scalar(1.5)}) {
+    const auto circle = apollonius_circle<Scalar>(a, b, C);
+    Vector<Scalar> p = circle.centre;
     p(0) += circle.radius;
-    CHECK(apollonius_ratio<double>(p, a, b) == Approx(C).epsilon(1e-12));
+    CHECK(apollonius_ratio<Scalar>(p, a, b) == Approx(C).epsilon(Tolerance<Scalar>::exact));
   }
 }
 
-TEST_CASE("inside the ReLU region a projected step on g does not raise f + g",
-          "[alternation][relu]")
+TEMPLATE_TEST_CASE("inside the ReLU region a projected step on g does not raise f + g",
+                   "[alternation][relu]", float, double)
 {
+  using Scalar = TestType;
   std::size_t inside = 0;
-  const double kappa = 0.2;
+  const Scalar kappa = Scalar(0.2);
   for (std::uint64_t seed = 1; seed <= 20; ++seed) {
     const Eigen::Index d = 2 + Eigen::Index(seed % 3);
-    Quadratic f = random_quadratic(d, seed, 0.2, 2.0);
-    Quadratic g = random_quadratic(d, seed + 70, 0.2, 2.0);
-    f.centre = f.centre.cwiseAbs().array() + 1.0;  // y_f* inside the orthant
+    Quadratic<Scalar> f = random_quadratic<Scalar>(d, seed, 0.2, 2.0);
+    Quadratic<Scalar> g = random_quadratic<Scalar>(d, seed + 70, 0.2, 2.0);
+    f.centre = f.centre.cwiseAbs().array() + Scalar(1);  // y_f* inside the orthant
     g.centre = g.centre.cwiseAbs();
-    const Matrix<double> H = f.A + g.A;
-    const Eigen::SelfAdjointEigenSolver<Matrix<double>> eh(H), ef(f.A);
-    const double mu_h = eh.eigenvalues().minCoeff(), L_h = eh.eigenvalues().maxCoeff();
-    const double L_f = ef.eigenvalues().maxCoeff();
-    const Vector<double> y_h = H.ldlt().solve(f.A * f.centre + g.A * g.centre);
+    const Matrix<Scalar> H = f.A + g.A;
+    const Eigen::SelfAdjointEigenSolver<Matrix<Scalar>> eh(H), ef(f.A);
+    const Scalar mu_h = eh.eigenvalues().minCoeff(), L_h = eh.eigenvalues().maxCoeff();
+    const Scalar L_f = ef.eigenvalues().maxCoeff();
+    const Vector<Scalar> y_h = H.ldlt().solve(f.A * f.centre + g.A * g.centre);
     const auto condition = relu_condition(kappa, mu_h, L_f, L_h);
-    auto h = [&](const Vector<double>& y) { return f.value(y) + g.value(y); };
+    auto h = [&](const Vector<Scalar>& y) { return f.value(y) + g.value(y); };
 
     for (std::uint64_t k = 0; k < 1000; ++k) {
-      const Vector<double> x =
-          (f.centre + random_tokens<double>(d, 1, 7000 * seed + k, 0.5)).cwiseMax(0.0);
-      const Vector<double> xi = condition.max_step_size * g.gradient(x);
+      const Vector<Scalar> x =
+          (f.centre + random_tokens<Scalar>(d, 1, 7000 * seed + k, 0.5)).cwiseMax(Scalar(0));
+      const Vector<Scalar> xi = condition.max_step_size * g.gradient(x);
       const bool near_f = (x - f.centre).norm() <= condition.radius_factor * (x - y_h).norm();
-      if (!near_f || relu_divergence<double>(x, xi) < -kappa)
+      if (!near_f || relu_divergence<Scalar>(x, xi) < -kappa)
         continue;
       ++inside;
-      const Vector<double> next = (x - xi).cwiseMax(0.0);
-      CHECK(h(next) <= h(x) + 1e-12 * std::abs(h(x)));
+      const Vector<Scalar> next = (x - xi).cwiseMax(Scalar(0));
+      CHECK(h(next) <= h(x) + Tolerance<Scalar>::descent * std::abs(h(x)));
     }
   }
   INFO("points inside the region: " << inside);
   CHECK(inside > 50);
 
-  Vector<double> x(2), xi(2);
+  Vector<Scalar> x(2), xi(2);
   x << 1, 0.5;
   xi << 0.5, 1;
-  CHECK(relu_divergence<double>(x, xi) == Approx(-0.75 / 1.25));
-  CHECK_THAT(invalid_argument_message([] { relu_condition(0.3, 1.0, 1.0, 1.0); }),
+  CHECK(relu_divergence<Scalar>(x, xi) == Approx(-0.75 / 1.25));
+  CHECK_THAT(invalid_argument_message([] {
+               relu_condition(Scalar(0.3), Scalar(1), Scalar(1), Scalar(1));
+             }),
              Catch::Contains("relu_condition: kappa = 0.3, expected 0 <= kappa < 1/4"));
 }
