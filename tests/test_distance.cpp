@@ -47,9 +47,10 @@ Matrix<Scalar> per_head_normalised(const Matrix<Scalar>& Y,
 }
 
 // A random antisymmetric w x w matrix.
-Matrix<double> random_antisymmetric(Eigen::Index w, std::uint64_t seed, double sigma)
+template <class Scalar = double>
+Matrix<Scalar> random_antisymmetric(Eigen::Index w, std::uint64_t seed, double sigma)
 {
-  const Matrix<double> A = random_tokens<double>(w, w, seed, sigma);
+  const Matrix<Scalar> A = random_tokens<Scalar>(w, w, seed, sigma);
   return A - A.transpose();
 }
 
@@ -76,28 +77,32 @@ std::string fixture_path(const std::string& name, const std::string& file)
   return std::string(UNFOLD_FIXTURE_DIR) + "/" + name + "/" + file + ".npy";
 }
 
-Matrix<double> load(const std::string& name, const std::string& file)
+// Stored in float64; a float run gets their float rounding.
+template <class Scalar = double>
+Matrix<Scalar> load(const std::string& name, const std::string& file)
 {
-  return io::read_npy_matrix<double>(fixture_path(name, file));
+  return io::read_npy_matrix<double>(fixture_path(name, file)).template cast<Scalar>();
 }
 
-reference::EncoderLayer<double> load_layer(const std::string& name)
+template <class Scalar = double>
+reference::EncoderLayer<Scalar> load_layer(const std::string& name)
 {
   const auto activation = io::read_npy_matrix<std::int64_t>(fixture_path(name, "activation"));
   const auto heads = io::read_npy_matrix<std::int64_t>(fixture_path(name, "heads"));
-  reference::EncoderLayer<double> layer;
-  layer.attention = reference::attention_from_torch<double>(
-      load(name, "layer0_in_proj_weight"), load(name, "layer0_in_proj_bias"),
-      load(name, "layer0_out_proj_weight"), load(name, "layer0_out_proj_bias"),
+  const auto load = [&](const std::string& file) { return ::load<Scalar>(name, file); };
+  reference::EncoderLayer<Scalar> layer;
+  layer.attention = reference::attention_from_torch<Scalar>(
+      load("layer0_in_proj_weight"), load("layer0_in_proj_bias"),
+      load("layer0_out_proj_weight"), load("layer0_out_proj_bias"),
       Eigen::Index(heads(0, 0)));
-  layer.feed_forward = reference::feed_forward_from_torch<double>(
-      load(name, "layer0_linear1_weight"), load(name, "layer0_linear1_bias"),
-      load(name, "layer0_linear2_weight"), load(name, "layer0_linear2_bias"),
+  layer.feed_forward = reference::feed_forward_from_torch<Scalar>(
+      load("layer0_linear1_weight"), load("layer0_linear1_bias"),
+      load("layer0_linear2_weight"), load("layer0_linear2_bias"),
       activation(0, 0) == 0 ? reference::Activation::relu : reference::Activation::gelu_erf);
-  layer.norm1.gain = load(name, "layer0_norm1_weight");
-  layer.norm1.bias = load(name, "layer0_norm1_bias");
-  layer.norm2.gain = load(name, "layer0_norm2_weight");
-  layer.norm2.bias = load(name, "layer0_norm2_bias");
+  layer.norm1.gain = load("layer0_norm1_weight");
+  layer.norm1.bias = load("layer0_norm1_bias");
+  layer.norm2.gain = load("layer0_norm2_weight");
+  layer.norm2.bias = load("layer0_norm2_bias");
   layer.norm_first = io::read_npy_matrix<bool>(fixture_path(name, "norm_first"))(0, 0);
   return layer;
 }
@@ -171,22 +176,24 @@ TEMPLATE_TEST_CASE("a layer built from a multi-head MM step and a feed-forward s
   }
 }
 
-TEST_CASE("a layer built from a single-head MM step is at distance 0 in the single-head form",
-          "[distance][exact]")
+TEMPLATE_TEST_CASE("a layer built from a single-head MM step is at distance 0 in the single-head "
+                   "form",
+                   "[distance][exact]", float, double)
 {
-  const double tol = Tolerance<double>::exact;
+  using Scalar = TestType;
+  const Scalar tol = Tolerance<Scalar>::exact;
   for (const Eigen::Index k : {4, 2}) {
     INFO("k " << k);
     const Eigen::Index d = 4;
-    const Matrix<double> P = random_tokens<double>(d, k, 40 + std::uint64_t(k), 0.7);
-    const MMAttentionStep<double> attention(AttentionEnergy<double>(P), {0.6});
-    const FeedForwardEnergy<double> energy(test::random_symmetric<double>(d, 5, -0.95, 0.95),
-                                           random_tokens<double>(1, d, 6));
-    const FeedForwardStep<double> feedforward(energy, {1.0, true});
-    const Matrix<double> Y =
-        test::with_equal_metric_norms<double>(random_tokens<double>(6, d, 7), P, 1.1);
+    const Matrix<Scalar> P = random_tokens<Scalar>(d, k, 40 + std::uint64_t(k), 0.7);
+    const MMAttentionStep<Scalar> attention(AttentionEnergy<Scalar>(P), {Scalar(0.6)});
+    const FeedForwardEnergy<Scalar> energy(test::random_symmetric<Scalar>(d, 5, Scalar(-0.95), Scalar(0.95)),
+                                           random_tokens<Scalar>(1, d, 6));
+    const FeedForwardStep<Scalar> feedforward(energy, {Scalar(1), true});
+    const Matrix<Scalar> Y =
+        test::with_equal_metric_norms<Scalar>(random_tokens<Scalar>(6, d, 7), P, Scalar(1.1));
 
-    const auto report = check::layer_distance<double>(
+    const auto report = check::layer_distance<Scalar>(
         check::reference_attention(attention), check::reference_feedforward(feedforward), Y);
     const auto& head = report.attention.heads.at(0);
     CHECK(head.asymmetry <= tol);
@@ -202,78 +209,83 @@ TEST_CASE("a layer built from a single-head MM step is at distance 0 in the sing
 
     // P P^T is not a unit projection; with k < d the value map I is not one on range(P) either.
     // Both are distances from the multi-head form only.
-    CHECK(head.projection_distance > 0.01);
+    CHECK(head.projection_distance > Scalar(0.01));
     if (k < d)
-      CHECK(head.value_distance > 0.1);
+      CHECK(head.value_distance > Scalar(0.1));
     else
       CHECK(head.value_distance <= tol);
   }
 }
 
-TEST_CASE("an antisymmetric perturbation of W_K gives the predicted asymmetry",
-          "[distance][asymmetry]")
+TEMPLATE_TEST_CASE("an antisymmetric perturbation of W_K gives the predicted asymmetry",
+                   "[distance][asymmetry]", float, double)
 {
+  using Scalar = TestType;
+  const Scalar tol = Tolerance<Scalar>::exact;
   // With W_Q^h = U_h and W_K^h = U_h (I - A_h), A_h antisymmetric: M_h = U_h (I + A_h) U_h^T,
   // whose symmetric part is still U_h U_h^T, and ||M - M^T|| / (2 ||M||) = ||A|| / sqrt(w +
   // ||A||^2) since I and A are orthogonal.
   for (const Eigen::Index heads : {1, 3}) {
     const Eigen::Index w = 3;
-    const auto blocks = random_blocks<double>(heads, w, 50 + std::uint64_t(heads));
-    const MultiHeadMMStep<double> step(MultiHeadAttentionEnergy<double>(blocks), {0.5});
-    reference::MultiHeadAttention<double> layer = check::reference_attention(step);
-    std::vector<double> predicted;
+    const auto blocks = random_blocks<Scalar>(heads, w, 50 + std::uint64_t(heads));
+    const MultiHeadMMStep<Scalar> step(MultiHeadAttentionEnergy<Scalar>(blocks), {Scalar(0.5)});
+    reference::MultiHeadAttention<Scalar> layer = check::reference_attention(step);
+    std::vector<Scalar> predicted;
     for (Eigen::Index h = 0; h < heads; ++h) {
-      const Matrix<double> A = random_antisymmetric(w, 60 + std::uint64_t(h), 0.4);
+      const Matrix<Scalar> A = random_antisymmetric<Scalar>(w, 60 + std::uint64_t(h), 0.4);
       layer.W_K.middleCols(h * w, w) -= blocks[std::size_t(h)] * A;
-      predicted.push_back(A.norm() / std::sqrt(double(w) + A.squaredNorm()));
+      predicted.push_back(A.norm() / std::sqrt(Scalar(w) + A.squaredNorm()));
     }
 
-    const auto report = check::attention_distance<double>(layer);
+    const auto report = check::attention_distance<Scalar>(layer);
     for (Eigen::Index h = 0; h < heads; ++h) {
       const auto& head = report.heads[std::size_t(h)];
       INFO("heads " << heads << " head " << h << " asymmetry " << head.asymmetry);
-      CHECK(predicted[std::size_t(h)] > 0.1);
-      CHECK(head.asymmetry == Approx(predicted[std::size_t(h)]).epsilon(1e-12));
-      CHECK(head.psd_violation <= 1e-12);
-      CHECK(head.projection_distance <= 1e-12);
-      CHECK(head.value_distance <= 1e-12);
+      CHECK(predicted[std::size_t(h)] > Scalar(0.1));
+      CHECK(head.asymmetry == Approx(predicted[std::size_t(h)]).epsilon(tol));
+      CHECK(head.psd_violation <= tol);
+      CHECK(head.projection_distance <= tol);
+      CHECK(head.value_distance <= tol);
     }
-    CHECK(report.overlap <= 1e-12);
+    CHECK(report.overlap <= tol);
   }
 }
 
-TEST_CASE("feed-forward perturbations give the predicted distances", "[distance][ffn]")
+TEMPLATE_TEST_CASE("feed-forward perturbations give the predicted distances", "[distance][ffn]",
+                   float, double)
 {
+  using Scalar = TestType;
+  const Scalar tol = Tolerance<Scalar>::exact;
   const Eigen::Index d = 5;
-  const FeedForwardEnergy<double> energy(test::random_symmetric<double>(d, 70, -0.9, 0.9),
-                                         random_tokens<double>(1, d, 71));
-  const FeedForwardStep<double> step(energy, {1.0, true});
+  const FeedForwardEnergy<Scalar> energy(test::random_symmetric<Scalar>(d, 70, Scalar(-0.9), Scalar(0.9)),
+                                         random_tokens<Scalar>(1, d, 71));
+  const FeedForwardStep<Scalar> step(energy, {Scalar(1), true});
 
   SECTION("an antisymmetric part K of W1 is all of the distance: ||K|| / ||W1 + K||")
   {
-    reference::FeedForward<double> block = check::reference_feedforward(step);
-    const Matrix<double> K = random_antisymmetric(d, 72, 0.3);
-    const Matrix<double> W1 = block.W1;
+    reference::FeedForward<Scalar> block = check::reference_feedforward(step);
+    const Matrix<Scalar> K = random_antisymmetric<Scalar>(d, 72, 0.3);
+    const Matrix<Scalar> W1 = block.W1;
     block.W1 += K;
-    const auto report = check::feedforward_distance<double>(block);
-    const double predicted = K.norm() / std::sqrt(W1.squaredNorm() + K.squaredNorm());
-    CHECK(report.symmetric_distance == Approx(predicted).epsilon(1e-12));
-    CHECK(report.asymmetry == Approx(predicted).epsilon(1e-12));
-    CHECK((report.nearest_map - W1).cwiseAbs().maxCoeff() <= 1e-12);
-    CHECK((report.S - energy.weight()).cwiseAbs().maxCoeff() <= 1e-12);
+    const auto report = check::feedforward_distance<Scalar>(block);
+    const Scalar predicted = K.norm() / std::sqrt(W1.squaredNorm() + K.squaredNorm());
+    CHECK(report.symmetric_distance == Approx(predicted).epsilon(tol));
+    CHECK(report.asymmetry == Approx(predicted).epsilon(tol));
+    CHECK((report.nearest_map - W1).cwiseAbs().maxCoeff() <= tol);
+    CHECK((report.S - energy.weight()).cwiseAbs().maxCoeff() <= tol);
   }
 
   SECTION("an eigenvalue outside the range is clamped to its end")
   {
-    reference::FeedForward<double> block;
-    block.W1 = Matrix<double>::Identity(d, d);
-    block.W1(0, 0) = -2.0;  // alpha = 1: the map's spectrum must lie in [-0.95, 0.95]
-    block.W2 = Matrix<double>::Identity(d, d);
-    block.b1 = RowVector<double>::Constant(d, 0.5);
+    reference::FeedForward<Scalar> block;
+    block.W1 = Matrix<Scalar>::Identity(d, d);
+    block.W1(0, 0) = -2;  // alpha = 1: the map's spectrum must lie in [-0.95, 0.95]
+    block.W2 = Matrix<Scalar>::Identity(d, d);
+    block.b1 = RowVector<Scalar>::Constant(d, Scalar(0.5));
     block.activation = reference::Activation::relu;
-    const auto report = check::feedforward_distance<double>(block);
-    const double predicted = std::sqrt(1.05 * 1.05 + 4 * 0.05 * 0.05) / block.W1.norm();
-    CHECK(report.symmetric_distance == Approx(predicted).epsilon(1e-12));
+    const auto report = check::feedforward_distance<Scalar>(block);
+    const double predicted = std::sqrt(1.05 * 1.05 + 4 * 0.05 * 0.05) / double(block.W1.norm());
+    CHECK(report.symmetric_distance == Approx(predicted).epsilon(tol));
     CHECK(report.nearest_map(0, 0) == Approx(-0.95));
     CHECK(report.S(0, 0) == Approx(0.95));
     CHECK(report.b(0) == Approx(0.5));
@@ -281,47 +293,50 @@ TEST_CASE("feed-forward perturbations give the predicted distances", "[distance]
 
   SECTION("the ReLU structure: W2, b2 and a residual are reported; for the identity they fold")
   {
-    reference::FeedForward<double> block = check::reference_feedforward(step);
-    block.W2 *= 2.0;
-    block.b2 = RowVector<double>::Constant(d, 0.1);
-    const auto relu = check::feedforward_distance<double>(block);
+    reference::FeedForward<Scalar> block = check::reference_feedforward(step);
+    block.W2 *= Scalar(2);
+    block.b2 = RowVector<Scalar>::Constant(d, Scalar(0.1));
+    const auto relu = check::feedforward_distance<Scalar>(block);
     CHECK(relu.output_map_distance == Approx(1.0));
     CHECK(relu.output_bias == Approx(0.1 * std::sqrt(double(d))));
-    CHECK_FALSE(relu.compatible(1e-12));
+    CHECK_FALSE(relu.compatible(tol));
 
     // act = identity: Y W1 2 + c is affine, only T = 2 W1 decides.
     block.activation = reference::Activation::identity;
-    block.W1 *= 0.5;
-    const auto affine = check::feedforward_distance<double>(block);
-    CHECK(affine.symmetric_distance <= 1e-12);
-    CHECK(affine.compatible(1e-12));
+    block.W1 *= Scalar(0.5);
+    const auto affine = check::feedforward_distance<Scalar>(block);
+    CHECK(affine.symmetric_distance <= tol);
+    CHECK(affine.compatible(tol));
     CHECK_FALSE(affine.relu);
 
     // GELU is never a prox map; its nearest step uses ReLU.
     block.activation = reference::Activation::gelu_erf;
-    const auto gelu = check::feedforward_distance<double>(block);
+    const auto gelu = check::feedforward_distance<Scalar>(block);
     CHECK_FALSE(gelu.activation_is_prox);
     CHECK(gelu.relu);
-    CHECK_FALSE(gelu.compatible(1e-12));
+    CHECK_FALSE(gelu.compatible(tol));
   }
 }
 
-TEST_CASE("a PyTorch TransformerEncoderLayer is at a nonzero, finite distance",
-          "[distance][pytorch]")
+TEMPLATE_TEST_CASE("a PyTorch TransformerEncoderLayer is at a nonzero, finite distance",
+                   "[distance][pytorch]", float, double)
 {
+  using Scalar = TestType;
+  const Scalar tol = Tolerance<Scalar>::exact;
   for (const std::string name : {"enc_post_relu", "enc_pre_relu_causal", "enc_post_gelu_kpm"}) {
     INFO("fixture " << name);
-    const auto layer = load_layer(name);
-    const Matrix<double> Y = io::read_npy_stack<double>(fixture_path(name, "input")).at(0);
-    const auto report = check::layer_distance<double>(layer, Y);
+    const auto layer = load_layer<Scalar>(name);
+    const Matrix<Scalar> Y =
+        io::read_npy_stack<double>(fixture_path(name, "input")).at(0).template cast<Scalar>();
+    const auto report = check::layer_distance<Scalar>(layer, Y);
 
     // Head 0 by hand from the stored weights: rows 0..w-1 of in_proj_weight are W_Q^0^T,
     // rows E..E+w-1 are W_K^0^T.
-    const Matrix<double> in_proj = load(name, "layer0_in_proj_weight");
+    const Matrix<Scalar> in_proj = load<Scalar>(name, "layer0_in_proj_weight");
     const Eigen::Index E = in_proj.cols(), w = E / layer.attention.heads;
-    const Matrix<double> M = in_proj.topRows(w).transpose() * in_proj.middleRows(E, w);
-    const double asymmetry = (M - M.transpose()).norm() / (2 * M.norm());
-    CHECK(report.attention.heads.at(0).asymmetry == Approx(asymmetry).epsilon(1e-12));
+    const Matrix<Scalar> M = in_proj.topRows(w).transpose() * in_proj.middleRows(E, w);
+    const Scalar asymmetry = (M - M.transpose()).norm() / (2 * M.norm());
+    CHECK(report.attention.heads.at(0).asymmetry == Approx(asymmetry).epsilon(tol));
 
     for (const auto& head : report.attention.heads) {
       INFO("asymmetry " << head.asymmetry << " psd " << head.psd_violation << " value "
@@ -336,7 +351,7 @@ TEST_CASE("a PyTorch TransformerEncoderLayer is at a nonzero, finite distance",
     }
     const auto& att = report.attention;
     CHECK(finite_and_positive(att.overlap));
-    CHECK(att.overlap <= 1 + 1e-12);
+    CHECK(att.overlap <= 1 + tol);
     CHECK(finite_and_positive(att.blocks.distance));
     CHECK(finite_and_positive(att.full.distance));
     CHECK(att.residual_weight == 1);
@@ -363,17 +378,17 @@ TEST_CASE("a PyTorch TransformerEncoderLayer is at a nonzero, finite distance",
       CHECK(std::isfinite(entry.total));
 
     // A given attention step size replaces the fitted one; it must be positive.
-    check::NearestOptions<double> given;
-    given.attention_step_size = 0.5;
-    CHECK(check::layer_distance<double>(layer, Y, given).nearest.attention_step_size() == 0.5);
-    given.attention_step_size = 0.0;
-    CHECK(invalid_argument_message([&] { check::layer_distance<double>(layer, Y, given); }) ==
+    check::NearestOptions<Scalar> given;
+    given.attention_step_size = Scalar(0.5);
+    CHECK(check::layer_distance<Scalar>(layer, Y, given).nearest.attention_step_size() == Scalar(0.5));
+    given.attention_step_size = Scalar(0);
+    CHECK(invalid_argument_message([&] { check::layer_distance<Scalar>(layer, Y, given); }) ==
           "check::nearest_layer: attention_step_size = 0, expected a finite value > 0");
 
     // The single-head form works on the same layer.
-    check::NearestOptions<double> single;
+    check::NearestOptions<Scalar> single;
     single.form = check::AttentionForm::single_head;
-    const auto other = check::layer_distance<double>(layer, Y, single);
+    const auto other = check::layer_distance<Scalar>(layer, Y, single);
     CHECK_FALSE(other.nearest.multi_head());
     CHECK(finite_and_positive(other.output_gap));
   }

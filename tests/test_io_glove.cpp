@@ -132,10 +132,12 @@ TEMPLATE_TEST_CASE("every bundled sentence has at least 90 % of its tokens embed
   CHECK(static_cast<double>(covered) / static_cast<double>(total) > 0.95);
 }
 
-TEST_CASE("embed keeps token order and skips words without a vector", "[io][glove]")
+TEMPLATE_TEST_CASE("embed keeps token order and skips words without a vector", "[io][glove]",
+                   float, double)
 {
+  using Scalar = TestType;
   const TempDir dir;
-  const auto glove = unfold::io::WordVectors<double>::load(
+  const auto glove = unfold::io::WordVectors<Scalar>::load(
       dir.write("v.txt", "a 1 2\nb 3 4\n"));
   CHECK(glove.size() == 2);
   CHECK(glove.dim() == 2);
@@ -147,9 +149,9 @@ TEST_CASE("embed keeps token order and skips words without a vector", "[io][glov
   CHECK(e.coverage() == Approx(0.75));
   REQUIRE(e.tokens.rows() == 3);
   REQUIRE(e.tokens.cols() == 2);
-  CHECK(e.tokens(0, 0) == 3.0);
-  CHECK(e.tokens(1, 0) == 1.0);
-  CHECK(e.tokens(2, 1) == 4.0);
+  CHECK(e.tokens(0, 0) == Scalar(3));
+  CHECK(e.tokens(1, 0) == Scalar(1));
+  CHECK(e.tokens(2, 1) == Scalar(4));
 
   const auto none = unfold::io::embed(glove, std::vector<std::string>{"x", "y"});
   CHECK(none.covered == 0);

@@ -4,6 +4,7 @@
 #include "helpers.hpp"
 
 #include <cmath>
+#include <initializer_list>
 #include <limits>
 
 using namespace unfold;
@@ -91,14 +92,16 @@ TEST_CASE("running a stack equals applying its steps by hand", "[stack]")
   CHECK(result.trace.entries.empty());
 }
 
-TEST_CASE("an untied stack runs one layer per position and compares energies within a layer",
-          "[stack]")
+TEMPLATE_TEST_CASE("an untied stack runs one layer per position and compares energies within a "
+                   "layer",
+                   "[stack]", float, double)
 {
-  std::vector<compat::ConsistentLayer<double>> layers;
+  using Scalar = TestType;
+  std::vector<compat::ConsistentLayer<Scalar>> layers;
   for (std::uint64_t seed : {21, 22, 23})
-    layers.push_back(random_consistent_layer<double>(4, seed, false));
-  const auto stack = Stack<compat::ConsistentLayer<double>>::untied(layers);
-  const Matrix<double> Y = random_tokens<double>(6, 4, 24);
+    layers.push_back(random_consistent_layer<Scalar>(4, seed, false));
+  const auto stack = Stack<compat::ConsistentLayer<Scalar>>::untied(layers);
+  const Matrix<Scalar> Y = random_tokens<Scalar>(6, 4, 24);
   const auto result = run(stack, Y);
 
   // start, then per layer: [start of layer l > 0], attention, feed-forward.
@@ -109,12 +112,12 @@ TEST_CASE("an untied stack runs one layer per position and compares energies wit
   CHECK(result.trace.layer_totals().size() == 4);
   CHECK(result.trace.monotonicity().monotone);
 
-  Matrix<double> by_hand = Y;
+  Matrix<Scalar> by_hand = Y;
   for (const auto& layer : layers) {
-    layer.step<0>().apply(by_hand, by_hand);
-    layer.step<1>().apply(by_hand, by_hand);
+    layer.template step<0>().apply(by_hand, by_hand);
+    layer.template step<1>().apply(by_hand, by_hand);
   }
-  CHECK((result.tokens - by_hand).cwiseAbs().maxCoeff() == 0.0);
+  CHECK((result.tokens - by_hand).cwiseAbs().maxCoeff() == Scalar(0));
   CHECK_FALSE(stack.weight_tied());
   CHECK(stack.depth() == 3);
 }
@@ -149,11 +152,13 @@ TEST_CASE("the observer sees every step with its trace entry", "[stack]")
   CHECK(*result.trace.entries[4].bound_holds);
 }
 
-TEST_CASE("the monotonicity report finds the first and the largest increase", "[trace]")
+TEMPLATE_TEST_CASE("the monotonicity report finds the first and the largest increase",
+                   "[trace]", float, double)
 {
-  Trace<double> trace;
-  for (double e : {10.0, 8.0, 9.0, 4.0, 4.0, 6.0, 0.0}) {
-    TraceEntry<double> entry;
+  using Scalar = TestType;
+  Trace<Scalar> trace;
+  for (const Scalar e : {10, 8, 9, 4, 4, 6, 0}) {
+    TraceEntry<Scalar> entry;
     entry.total = e;
     trace.entries.push_back(entry);
   }
@@ -161,17 +166,26 @@ TEST_CASE("the monotonicity report finds the first and the largest increase", "[
   CHECK_FALSE(report.monotone);
   CHECK(report.first_increase == std::optional<std::size_t>(2));
   CHECK(report.increases == 2);
-  CHECK(report.largest_increase == 2.0);
+  CHECK(report.largest_increase == Scalar(2));
   CHECK(report.largest_relative_increase == Approx(0.2));
 
-  // A rise at the level of rounding is not an increase.
-  Trace<double> flat;
-  for (double e : {1.0, 1.0 + 1e-16, 1.0}) {
-    TraceEntry<double> entry;
-    entry.total = e;
-    flat.entries.push_back(entry);
-  }
-  CHECK(flat.monotonicity().monotone);
+  // A rise at the level of rounding (4 ulps, below the 64-epsilon tolerance) is not an
+  // increase; one of 128 ulps is. (1 + 1e-16, as this test once had, is 1 in both types.)
+  const Scalar eps = std::numeric_limits<Scalar>::epsilon();
+  auto trace_of = [](std::initializer_list<Scalar> totals) {
+    Trace<Scalar> out;
+    for (const Scalar e : totals) {
+      TraceEntry<Scalar> entry;
+      entry.total = e;
+      out.entries.push_back(entry);
+    }
+    return out;
+  };
+  REQUIRE(Scalar(1) + 4 * eps > Scalar(1));
+  CHECK(trace_of({1, 1 + 4 * eps, 1}).monotonicity().monotone);
+  const auto rise = trace_of({1, 1 + 128 * eps, 1}).monotonicity();
+  CHECK_FALSE(rise.monotone);
+  CHECK(rise.first_increase == std::optional<std::size_t>(1));
 }
 
 TEST_CASE("a step that produces NaN stops the run with status non_finite", "[stack][status]")
