@@ -1,6 +1,6 @@
 // Baselines for the attention and feed-forward kernels, measured the same way on the same
-// machine: the single-core fused multiply-add peak, the plain Eigen products that the kernels
-// are built from, and the exponentials they evaluate n^2 times.
+// machine: the plain Eigen products that the kernels are built from, and the exponentials they
+// evaluate n^2 times. The single-core FMA peak is measured by bench_sweep (BM_fma_peak).
 
 #include "common.hpp"
 
@@ -11,42 +11,6 @@ namespace {
 using unfold::Matrix;
 using unfold::bench::width;
 
-// Single-core FMA peak at the packet width Eigen's own kernels use under -march=native
-// (AVX-512: 16 floats or 8 doubles). Sixteen independent chains acc = acc * a + c cover the
-// FMA latency on two ports; a < 1 keeps the values bounded and away from subnormals.
-// flops = rounds * chains * lanes * 2.
-template <class Scalar>
-void BM_fma_peak(benchmark::State& state)
-{
-  using Packet = typename Eigen::internal::packet_traits<Scalar>::type;
-  constexpr int lanes = Eigen::internal::packet_traits<Scalar>::size;
-  constexpr int chains = 16;
-  constexpr int rounds = 1024;
-
-  // Read through volatile so that the compiler cannot fold the chains. (Not DoNotOptimize on
-  // a scalar: with Google Benchmark 1.7 and GCC its "+m,r" constraint can hand back a garbage
-  // float or double, google/benchmark#903, and subnormal garbage slows the loop 300-fold.)
-  volatile Scalar a_source = Scalar(0.999), c_source = Scalar(1e-3);
-  const Scalar a = a_source, c = c_source;
-  const Packet pa = Eigen::internal::pset1<Packet>(a);
-  const Packet pc = Eigen::internal::pset1<Packet>(c);
-  Packet acc[chains];
-  for (int i = 0; i < chains; ++i)
-    acc[i] = Eigen::internal::pset1<Packet>(Scalar(i));
-
-  for (auto _ : state) {
-    for (int r = 0; r < rounds; ++r) {
-#pragma GCC unroll 16
-      for (int i = 0; i < chains; ++i)
-        acc[i] = Eigen::internal::pmadd(acc[i], pa, pc);
-    }
-    benchmark::DoNotOptimize(acc);
-  }
-  unfold::bench::set_flop_rate(state, 2.0 * rounds * chains * lanes);
-  state.counters["lanes"] = lanes;
-}
-
-// The Gram shape of attention as a general product: (n x k)(k x n), flops = 2n^2 k.
 template <class Scalar>
 void BM_eigen_gemm_nk_kn(benchmark::State& state)
 {
@@ -154,8 +118,6 @@ void sweep(benchmark::internal::Benchmark* b) { unfold::bench::sweep(b); }
 
 }  // namespace
 
-BENCHMARK_TEMPLATE(BM_fma_peak, float)->MinTime(0.2);
-BENCHMARK_TEMPLATE(BM_fma_peak, double)->MinTime(0.2);
 BENCHMARK_TEMPLATE(BM_eigen_gemm_nk_kn, float)->Apply(sweep);
 BENCHMARK_TEMPLATE(BM_eigen_gemm_nk_kn, double)->Apply(sweep);
 BENCHMARK_TEMPLATE(BM_eigen_rank_update, float)->Apply(sweep);

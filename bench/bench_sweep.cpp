@@ -27,36 +27,6 @@ namespace {
 
 using unfold::Matrix;
 
-// Single-core FMA peak at Eigen's packet width: sixteen independent chains acc = acc * a + c
-// (enough to cover the FMA latency on two ports), a < 1 keeping the values bounded.
-// flops = rounds * chains * lanes * 2 per iteration.
-template <class Scalar>
-double fma_rounds(long rounds)
-{
-  namespace ei = Eigen::internal;
-  using Packet = typename ei::packet_traits<Scalar>::type;
-  constexpr int lanes = ei::packet_traits<Scalar>::size;
-  constexpr int chains = 16;
-  volatile Scalar a_source = Scalar(0.999), c_source = Scalar(1e-3);
-  const Scalar a = a_source, c = c_source;
-  const Packet pa = ei::pset1<Packet>(a), pc = ei::pset1<Packet>(c);
-  Packet acc[chains];
-  for (int i = 0; i < chains; ++i)
-    acc[i] = ei::pset1<Packet>(Scalar(i));
-  for (long r = 0; r < rounds; ++r) {
-#pragma GCC unroll 16
-    for (int i = 0; i < chains; ++i)
-      acc[i] = ei::pmadd(acc[i], pa, pc);
-  }
-  // Every chain must stay live, or the compiler keeps only the one that is read.
-  Scalar out[lanes * chains];
-  for (int i = 0; i < chains; ++i)
-    ei::pstoreu(out + i * lanes, acc[i]);
-  benchmark::DoNotOptimize(out);
-  benchmark::ClobberMemory();
-  return 2.0 * double(rounds) * chains * lanes;
-}
-
 template <class Scalar>
 double& measured_peak()
 {
@@ -80,7 +50,7 @@ double measure_peak()
   double best = 0;
   for (int trial = 0; trial < 7; ++trial) {
     const double start = thread_seconds();
-    const double flops = fma_rounds<Scalar>(2'000'000);
+    const double flops = unfold::bench::fma_rounds<Scalar>(2'000'000);
     best = std::max(best, flops / (thread_seconds() - start) * 1e-9);
   }
   return best;
@@ -92,7 +62,7 @@ void BM_fma_peak(benchmark::State& state)
   constexpr long rounds = 1024;
   double flops = 0;
   for (auto _ : state)
-    flops = fma_rounds<Scalar>(rounds);
+    flops = unfold::bench::fma_rounds<Scalar>(rounds);
   unfold::bench::set_flop_rate(state, flops);
   state.counters["startup_peak_GFLOPS"] = measured_peak<Scalar>();
 }

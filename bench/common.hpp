@@ -57,4 +57,37 @@ inline void set_rate(benchmark::State& state, const char* name, double count)
                                             benchmark::Counter::kIs1000);
 }
 
+/// The single-core FMA peak at Eigen's packet width: sixteen independent chains
+/// acc = acc * a + c (enough to cover the FMA latency on two ports), a < 1 keeping the values
+/// bounded; returns the flops done, rounds * chains * lanes * 2. The constants are read
+/// through volatile rather than DoNotOptimize: with Google Benchmark 1.7 and GCC, DoNotOptimize
+/// on a scalar can hand back garbage (google/benchmark#903), and subnormal garbage slows the
+/// loop 300-fold.
+template <class Scalar>
+inline double fma_rounds(long rounds)
+{
+  namespace ei = Eigen::internal;
+  using Packet = typename ei::packet_traits<Scalar>::type;
+  constexpr int lanes = ei::packet_traits<Scalar>::size;
+  constexpr int chains = 16;
+  volatile Scalar a_source = Scalar(0.999), c_source = Scalar(1e-3);
+  const Scalar a = a_source, c = c_source;
+  const Packet pa = ei::pset1<Packet>(a), pc = ei::pset1<Packet>(c);
+  Packet acc[chains];
+  for (int i = 0; i < chains; ++i)
+    acc[i] = ei::pset1<Packet>(Scalar(i));
+  for (long r = 0; r < rounds; ++r) {
+#pragma GCC unroll 16
+    for (int i = 0; i < chains; ++i)
+      acc[i] = ei::pmadd(acc[i], pa, pc);
+  }
+  // Every chain must stay live, or the compiler keeps only the one that is read.
+  Scalar out[lanes * chains];
+  for (int i = 0; i < chains; ++i)
+    ei::pstoreu(out + i * lanes, acc[i]);
+  benchmark::DoNotOptimize(out);
+  benchmark::ClobberMemory();
+  return 2.0 * double(rounds) * chains * lanes;
+}
+
 }  // namespace unfold::bench

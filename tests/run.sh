@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what is missing (Debian bookworm, as root), then builds and runs every test twice:
-# an optimised build (tests, benchmarks and examples built; the tests run) and an
-# address + undefined sanitizer build of the tests and examples. Then installs the package
+# Installs what is missing (Debian bookworm, as root), then builds and runs every test three times:
+# an optimised build (tests, benchmarks and examples built; the tests run), an
+# address + undefined sanitizer build of the tests and examples, and an optimised build of the
+# tests with Eigen's BLAS backend on OpenBLAS. Then installs the package
 # into a fresh prefix and builds and runs tests/consumer against it, and fuzzes each file
 # reader for UNFOLD_FUZZ_SECONDS (default 60) seconds with libFuzzer.
 #   tests/run.sh [BUILD_ROOT]
@@ -12,7 +13,7 @@ build=${1:-"$root/build-tests"}
 jobs=${UNFOLD_JOBS:-2}
 
 missing=()
-for pkg in cmake g++ make libeigen3-dev catch2 libbenchmark-dev libcli11-dev nlohmann-json3-dev clang libclang-rt-14-dev; do
+for pkg in cmake g++ make libeigen3-dev catch2 libbenchmark-dev libcli11-dev nlohmann-json3-dev libopenblas-dev clang libclang-rt-14-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
     missing+=("$pkg")
 done
@@ -35,6 +36,13 @@ cmake -S "$root" -B "$build/sanitize" -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS=
   -DUNFOLD_BUILD_EXAMPLES=ON >/dev/null
 cmake --build "$build/sanitize" -j"$jobs"
 ctest --test-dir "$build/sanitize" --output-on-failure -j"$jobs"
+
+# Eigen's products through OpenBLAS (UNFOLD_USE_BLAS): the same tests must pass.
+echo "== BLAS build (EIGEN_USE_BLAS, OpenBLAS): $build/blas"
+cmake -S "$root" -B "$build/blas" -DCMAKE_BUILD_TYPE=Release -DUNFOLD_USE_BLAS=ON \
+  -DUNFOLD_BUILD_TESTS=ON -DUNFOLD_BUILD_BENCHMARKS=OFF -DUNFOLD_BUILD_EXAMPLES=OFF >/dev/null
+cmake --build "$build/blas" -j"$jobs"
+OPENBLAS_NUM_THREADS=1 ctest --test-dir "$build/blas" --output-on-failure -j"$jobs"
 
 # The package as a user gets it: installed, found with find_package, linked as unfold::unfold.
 echo "== package: install to $build/package/prefix, build and run tests/consumer against it"

@@ -41,6 +41,7 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <cmath>
 #include <concepts>
 #include <initializer_list>
@@ -405,25 +406,51 @@ Scores<Scalar> prepare_scores(std::string_view who, const ConstRef<Scalar>& quer
   return s;
 }
 
-/// Weights of head `head` by column (m x n): column i is the softmax over the keys of query
-/// i of Q_i K_i^T + additive, masked to -inf. Columns are contiguous, so the softmax runs
-/// vectorised, and a product A V reads this matrix transposed at no cost.
+/// Queries per block of `attend`: a block's weights (m x 128) stay in cache, and the buffer
+/// is reused from block to block instead of holding all n x m weights.
+inline constexpr Eigen::Index query_block = 128;
+
+/// Weights of head `head` for the `count` queries from `q0`, by column (m x count): column i
+/// is the softmax over the keys of query q0 + i of Q_i K_i^T + additive, masked to -inf.
+/// Columns are contiguous, so the softmax runs vectorised, and a product A V reads this matrix
+/// transposed at no cost.
 template <Real Scalar>
 void head_weights_by_column(const Scores<Scalar>& s, Eigen::Index head, Eigen::Index width,
-                            Matrix<Scalar>& logits)
+                            Eigen::Index q0, Eigen::Index count, Matrix<Scalar>& logits)
 {
-  logits.resize(s.K.rows(), s.Q.rows());
+  logits.resize(s.K.rows(), count);
   logits.noalias() = s.K.middleCols(head * width, width) *
-                     s.Q.middleCols(head * width, width).transpose();
+                     s.Q.block(q0, head * width, count, width).transpose();
   if (s.additive.size() != 0)
-    logits += s.additive.transpose();
+    logits += s.additive.middleRows(q0, count).transpose();
 
   if (s.any_masked)
-    for (Eigen::Index i = 0; i < logits.cols(); ++i)
+    for (Eigen::Index i = 0; i < count; ++i)
       for (Eigen::Index j = 0; j < logits.rows(); ++j)
-        if (s.masked(i, j))
+        if (s.masked(q0 + i, j))
           logits(j, i) = -std::numeric_limits<Scalar>::infinity();
   softmax_columns_in_place(logits);
+}
+
+/// Head `head` of attention, block of queries by block: writes A_i V_i into its columns of H
+/// (n x d_v) and, when `A` is given, the weights A_i (n x m) into it.
+template <Real Scalar>
+void attend(const Scores<Scalar>& s, const Matrix<Scalar>& V, Eigen::Index head,
+            Eigen::Index key_width, Eigen::Index value_width, Matrix<Scalar>& H,
+            Matrix<Scalar>* A = nullptr)
+{
+  const Eigen::Index n = s.Q.rows();
+  if (A)
+    A->resize(n, s.K.rows());
+  Matrix<Scalar> weights;
+  for (Eigen::Index q0 = 0; q0 < n; q0 += query_block) {
+    const Eigen::Index count = std::min(query_block, n - q0);
+    head_weights_by_column(s, head, key_width, q0, count, weights);
+    H.block(q0, head * value_width, count, value_width).noalias() =
+        weights.transpose() * V.middleCols(head * value_width, value_width);
+    if (A)
+      A->middleRows(q0, count) = weights.transpose();
+  }
 }
 
 /// Weights of head `head` (n x m): softmax over keys of Q_i K_i^T + additive, masked to -inf.
@@ -431,7 +458,7 @@ template <Real Scalar>
 Matrix<Scalar> head_weights(const Scores<Scalar>& s, Eigen::Index head, Eigen::Index width)
 {
   Matrix<Scalar> by_column;
-  head_weights_by_column(s, head, width, by_column);
+  head_weights_by_column(s, head, width, 0, s.Q.rows(), by_column);
   return by_column.transpose();
 }
 
@@ -518,12 +545,8 @@ Matrix<Scalar> multi_head_attention(const detail::ConstRef<Scalar>& query,
   const Eigen::Index key_width = params.key_width() / params.heads;
   const Eigen::Index value_width = params.value_width() / params.heads;
   Matrix<Scalar> H(query.rows(), params.value_width());
-  Matrix<Scalar> A_by_column;
-  for (Eigen::Index i = 0; i < params.heads; ++i) {
-    detail::head_weights_by_column(scores, i, key_width, A_by_column);
-    H.middleCols(i * value_width, value_width).noalias() =
-        A_by_column.transpose() * V.middleCols(i * value_width, value_width);
-  }
+  for (Eigen::Index i = 0; i < params.heads; ++i)
+    detail::attend(scores, V, i, key_width, value_width, H);
 
   // out = H W_O + b_O + residual_weight X_q, n x d_out.
   Matrix<Scalar> out(query.rows(), params.W_O.cols());
@@ -632,12 +655,9 @@ AttentionRecord<Scalar> record_attention(std::string_view who, const ConstRef<Sc
   r.H.resize(query.rows(), p.value_width());
   r.A.reserve(std::size_t(p.heads));
   for (Eigen::Index i = 0; i < p.heads; ++i) {
-    // The same expression as multi_head_attention, so the two forward passes agree bit for bit.
-    Matrix<Scalar> A_by_column;
-    head_weights_by_column(r.scores, i, key_width, A_by_column);
-    r.H.middleCols(i * value_width, value_width).noalias() =
-        A_by_column.transpose() * r.V.middleCols(i * value_width, value_width);
-    r.A.push_back(A_by_column.transpose());
+    // The same code as multi_head_attention, so the two forward passes agree bit for bit.
+    r.A.emplace_back();
+    attend(r.scores, r.V, i, key_width, value_width, r.H, &r.A.back());
   }
 
   out.resize(query.rows(), p.W_O.cols());
