@@ -187,8 +187,9 @@ TEMPLATE_TEST_CASE("a layer built from a single-head MM step is at distance 0 in
     const Eigen::Index d = 4;
     const Matrix<Scalar> P = random_tokens<Scalar>(d, k, 40 + std::uint64_t(k), 0.7);
     const MMAttentionStep<Scalar> attention(AttentionEnergy<Scalar>(P), {Scalar(0.6)});
-    const FeedForwardEnergy<Scalar> energy(test::random_symmetric<Scalar>(d, 5, Scalar(-0.95), Scalar(0.95)),
-                                           random_tokens<Scalar>(1, d, 6));
+    const FeedForwardEnergy<Scalar> energy(
+        test::random_symmetric<Scalar>(d, 5, Scalar(-0.95), Scalar(0.95)),
+        random_tokens<Scalar>(1, d, 6));
     const FeedForwardStep<Scalar> feedforward(energy, {Scalar(1), true});
     const Matrix<Scalar> Y =
         test::with_equal_metric_norms<Scalar>(random_tokens<Scalar>(6, d, 7), P, Scalar(1.1));
@@ -257,8 +258,9 @@ TEMPLATE_TEST_CASE("feed-forward perturbations give the predicted distances", "[
   using Scalar = TestType;
   const Scalar tol = Tolerance<Scalar>::exact;
   const Eigen::Index d = 5;
-  const FeedForwardEnergy<Scalar> energy(test::random_symmetric<Scalar>(d, 70, Scalar(-0.9), Scalar(0.9)),
-                                         random_tokens<Scalar>(1, d, 71));
+  const FeedForwardEnergy<Scalar> energy(
+      test::random_symmetric<Scalar>(d, 70, Scalar(-0.9), Scalar(0.9)),
+      random_tokens<Scalar>(1, d, 71));
   const FeedForwardStep<Scalar> step(energy, {Scalar(1), true});
 
   SECTION("an antisymmetric part K of W1 is all of the distance: ||K|| / ||W1 + K||")
@@ -380,7 +382,8 @@ TEMPLATE_TEST_CASE("a PyTorch TransformerEncoderLayer is at a nonzero, finite di
     // A given attention step size replaces the fitted one; it must be positive.
     check::NearestOptions<Scalar> given;
     given.attention_step_size = Scalar(0.5);
-    CHECK(check::layer_distance<Scalar>(layer, Y, given).nearest.attention_step_size() == Scalar(0.5));
+    CHECK(check::layer_distance<Scalar>(layer, Y, given).nearest.attention_step_size() ==
+          Scalar(0.5));
     given.attention_step_size = Scalar(0);
     CHECK(invalid_argument_message([&] { check::layer_distance<Scalar>(layer, Y, given); }) ==
           "check::nearest_layer: attention_step_size = 0, expected a finite value > 0");
