@@ -4,6 +4,7 @@
 Usage:
     python3 bench/summarise.py results/*.json > table.md
     python3 bench/summarise.py --peak-float 166 --peak-double 83 bench_attention.json
+    python3 bench/summarise.py --filter 'd:100/path:0' results/bench_sweep.json
 
 Each benchmark becomes one row: its median CPU time (the median aggregate when the run used
 --benchmark_repetitions, otherwise the single measurement), the coefficient of variation of
@@ -23,7 +24,8 @@ import sys
 SI_PREFIXES = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")]
 TIME_UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 # Counters that are not rates of work: shown as plain numbers.
-PLAIN_COUNTERS = {"lanes", "energy_evals"}
+PLAIN_COUNTERS = {"lanes", "energy_evals", "trace_entries", "streamed", "peak_fraction",
+                  "startup_peak_GFLOPS"}
 # Fields of a benchmark entry that are not user counters.
 STANDARD_FIELDS = {
     "name", "family_index", "per_family_instance_index", "run_name", "run_type",
@@ -131,9 +133,16 @@ def main(argv):
     parser.add_argument("json", nargs="+", help="--benchmark_format=json output files")
     parser.add_argument("--peak-float", type=float, help="single-core float peak, GFLOP/s")
     parser.add_argument("--peak-double", type=float, help="single-core double peak, GFLOP/s")
+    parser.add_argument("--filter", help="only the benchmarks whose name matches this regex")
     options = parser.parse_args(argv)
 
     files = collect(options.json)
+    if options.filter:
+        keep = re.compile(options.filter)
+        files = [(executable, context,
+                  {name: row for name, row in rows.items()
+                   if keep.search(name) or split_name(name)[0] == "BM_fma_peak"})
+                 for executable, context, rows in files]
     peaks = find_peaks(files)
     if options.peak_float:
         peaks["float"] = options.peak_float

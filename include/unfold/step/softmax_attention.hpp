@@ -56,7 +56,7 @@ void softmax_mix_streamed(const Matrix<Scalar>& Z, const ConstMatrixRef<Scalar>&
   out.setZero(n, Y.cols());
 
   Matrix<Scalar> T(tile, tile);
-  Vector<Scalar> top(tile), norm(tile), block_top(tile);
+  Vector<Scalar> top(tile), norm(tile), block_top(tile), rescale(tile);
   for (Eigen::Index i0 = 0; i0 < n; i0 += tile) {
     const Eigen::Index bi = std::min(tile, n - i0);
     top.head(bi).setConstant(minus_infinity);
@@ -74,23 +74,26 @@ void softmax_mix_streamed(const Matrix<Scalar>& Z, const ConstMatrixRef<Scalar>&
         if (!std::isfinite(next)) {
           // An infinite logit: the dense softmax gives this query no weights; so here.
           top(c) = std::numeric_limits<Scalar>::infinity();
+          rescale(c) = Scalar(1);
           L.col(c).setZero();
           continue;
         }
-        const Scalar rescale = top(c) == minus_infinity ? Scalar(0) : std::exp(top(c) - next);
+        rescale(c) = top(c) == minus_infinity ? Scalar(0) : std::exp(top(c) - next);
         const Packet shift = ei::pset1<Packet>(next);
         Scalar* g = &L.coeffRef(0, c);
         const Scalar sum = exp_column(
             g, g, bj, [&](const Packet& gp, const Packet&) { return ei::psub(gp, shift); });
-        norm(c) = norm(c) * rescale + sum;
-        acc.row(c) *= rescale;
+        norm(c) = norm(c) * rescale(c) + sum;
         top(c) = next;
       }
+      // Row c of the accumulator by rescale(c): a diagonal product, which runs down the
+      // contiguous columns instead of along the strided rows.
+      acc = rescale.head(bi).asDiagonal() * acc;
       acc.noalias() += L.transpose() * Y.middleRows(j0, bj);
     }
     for (Eigen::Index c = 0; c < bi; ++c)
-      acc.row(c) = std::isfinite(top(c)) ? RowVector<Scalar>(acc.row(c) / norm(c))
-                                         : RowVector<Scalar>::Zero(Y.cols());
+      rescale(c) = std::isfinite(top(c)) ? Scalar(1) / norm(c) : Scalar(0);
+    acc = rescale.head(bi).asDiagonal() * acc;
   }
 }
 
