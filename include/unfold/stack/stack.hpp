@@ -290,6 +290,20 @@ StackResult<typename LayerT::Scalar> run(const Stack<LayerT>& stack,
       options.observer(StepEvent<Scalar>{l, k, name, current, entry});
   };
 
+  // Completes the entry a pending component was filled into, and makes the observer call
+  // that waited with it.
+  auto complete = [&](const Pending& p) {
+    finish(p.entry);
+    if (p.observed) {
+      std::string_view name;
+      stack.layer(p.observed->first).for_each_step([&](std::size_t j, const auto& s) {
+        if (j == p.observed->second)
+          name = s.name();
+      });
+      notify(p.observed->first, p.observed->second, name, &trace.entries[p.entry]);
+    }
+  };
+
   // Fills the pending component by evaluating it (no step will report it), then completes.
   auto settle = [&]() {
     if (!pending)
@@ -300,15 +314,7 @@ StackResult<typename LayerT::Scalar> run(const Stack<LayerT>& stack,
       if (j == p.component)
         trace.entries[p.entry].components[j] = s.energy().value(current);
     });
-    finish(p.entry);
-    if (p.observed) {
-      std::string_view name;
-      stack.layer(p.observed->first).for_each_step([&](std::size_t j, const auto& s) {
-        if (j == p.observed->second)
-          name = s.name();
-      });
-      notify(p.observed->first, p.observed->second, name, &trace.entries[p.entry]);
-    }
+    complete(p);
   };
 
   // Records an entry at the current tokens in the energy of layer `e`. The component of the
@@ -378,15 +384,7 @@ StackResult<typename LayerT::Scalar> run(const Stack<LayerT>& stack,
           pending.reset();
           trace.entries[p.entry].components[k] = s.apply_and_value(current, next);
           supplied = true;
-          finish(p.entry);
-          if (p.observed) {
-            std::string_view name;
-            stack.layer(p.observed->first).for_each_step([&](std::size_t j, const auto& o) {
-              if (j == p.observed->second)
-                name = o.name();
-            });
-            notify(p.observed->first, p.observed->second, name, &trace.entries[p.entry]);
-          }
+          complete(p);
         }
       }
       if (!supplied) {
