@@ -41,8 +41,10 @@ void BM_reference_attention(benchmark::State& state)
   const auto params = attention_params<Scalar>(d, heads);
   const Matrix<Scalar> Y = unfold::bench::tokens<Scalar>(n, d, 0, 1.0);
 
+  unfold::reference::AttentionWorkspace<Scalar> workspace;
+  Matrix<Scalar> out;
   for (auto _ : state) {
-    Matrix<Scalar> out = unfold::reference::self_attention<Scalar>(Y, params);
+    unfold::reference::self_attention<Scalar>(Y, params, {}, workspace, out);
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }

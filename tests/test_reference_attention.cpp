@@ -290,6 +290,67 @@ TEMPLATE_TEST_CASE("multi_head_attention matches torch.nn.MultiheadAttention",
   }
 }
 
+TEMPLATE_TEST_CASE("one workspace reused across shapes and masks gives the fresh result "
+                   "bit for bit",
+                   "[attention][fixture][workspace]", float, double)
+{
+  using Scalar = TestType;
+  AttentionWorkspace<Scalar> workspace;
+  Matrix<Scalar> out;
+
+  // Forwards, then backwards: every fixture follows one with other shapes or other masks.
+  std::vector<std::string> order = attention_cases;
+  order.insert(order.end(), attention_cases.rbegin(), attention_cases.rend());
+  for (const std::string& name : order) {
+    INFO("fixture " << name << " (" << Tolerance<Scalar>::tag << ")");
+    const MultiHeadAttention<Scalar> params = load_attention<Scalar>(name);
+    const Masks<Scalar> masks = load_masks<Scalar>(name, 0);
+    const Matrix<Scalar> query = load<Scalar>(name, "query");
+    const bool cross = has_file(name, "key");
+    const Matrix<Scalar> key = cross ? load<Scalar>(name, "key") : query;
+    const Matrix<Scalar> value = cross ? load<Scalar>(name, "value") : query;
+
+    multi_head_attention<Scalar>(query, key, value, params, masks, workspace, out);
+    const Matrix<Scalar> fresh = multi_head_attention<Scalar>(query, key, value, params, masks);
+    REQUIRE(out.rows() == fresh.rows());
+    REQUIRE(out.cols() == fresh.cols());
+    REQUIRE(out == fresh);
+
+    const RowVector<Scalar> bias =
+        params.b_O.size() != 0 ? params.b_O : RowVector<Scalar>::Zero(out.cols());
+    require_matches_torch(out, load_result<Scalar>(name, "output"), bias);
+  }
+}
+
+TEMPLATE_TEST_CASE("the workspace overload refuses an output that shares storage with an input",
+                   "[attention][workspace][errors]", float, double)
+{
+  using Scalar = TestType;
+  const MultiHeadAttention<Scalar> params = identity_attention<Scalar>(2);
+  Matrix<Scalar> Y(3, 2);
+  Y << 1, 0, 0, 1, 1, 1;
+  const Matrix<Scalar> other = Y;
+  AttentionWorkspace<Scalar> workspace;
+
+  CHECK_THROWS_WITH(self_attention<Scalar>(Y, params, {}, workspace, Y),
+                    Contains("multi_head_attention") &&
+                        Contains("out (3 x 2) shares storage with query (3 x 2)"));
+  CHECK_THROWS_WITH(multi_head_attention<Scalar>(other, Y.topRows(2), other, params, {},
+                                                 workspace, Y),
+                    Contains("shares storage with key (2 x 2)"));
+  CHECK_THROWS_WITH(multi_head_attention<Scalar>(other, other, Y, params, {}, workspace, Y),
+                    Contains("shares storage with value (3 x 2)"));
+  CHECK(Y == other);
+
+  // A separate output is fine, and a second call on the same buffers gives the same bits.
+  Matrix<Scalar> out;
+  self_attention<Scalar>(Y, params, {}, workspace, out);
+  const Matrix<Scalar> first = out;
+  self_attention<Scalar>(Y, params, {}, workspace, out);
+  CHECK(out == first);
+  CHECK(out == self_attention<Scalar>(Y, params));
+}
+
 TEMPLATE_TEST_CASE("the batch overload matches a batched torch.nn.MultiheadAttention call",
                    "[attention][fixture]", float, double)
 {

@@ -44,6 +44,7 @@
 #include <algorithm>
 #include <cmath>
 #include <concepts>
+#include <functional>
 #include <initializer_list>
 #include <limits>
 #include <optional>
@@ -335,22 +336,23 @@ AttentionMask::Storage combine_masks(std::string_view who, Eigen::Index n, Eigen
   return masked;
 }
 
-/// Copies the rows of `X` that some query reads, zeroes the others (never reading them), and
-/// throws if a row that is read holds a non-finite entry.
+/// Copies into `out` the rows of `X` that some query reads, zeroes the others (never reading
+/// them), and throws if a row that is read holds a non-finite entry.
 template <Real Scalar>
-Matrix<Scalar> read_rows(std::string_view who, std::string_view arg, const ConstRef<Scalar>& X,
-                         const Eigen::Array<bool, Eigen::Dynamic, 1>& used)
+void read_rows(std::string_view who, std::string_view arg, const ConstRef<Scalar>& X,
+               const Eigen::Array<bool, Eigen::Dynamic, 1>& used, Matrix<Scalar>& out)
 {
-  if (used.all() && X.allFinite())
-    return X;
+  if (used.all() && X.allFinite()) {
+    out = X;
+    return;
+  }
 
-  Matrix<Scalar> out = Matrix<Scalar>::Zero(X.rows(), X.cols());
+  out.setZero(X.rows(), X.cols());
   for (Eigen::Index j = 0; j < X.rows(); ++j)
     if (used(j)) {
       require_finite_row(who, arg, X, j, "not masked for every query");
       out.row(j) = X.row(j);
     }
-  return out;
 }
 
 /// Adds a bias row to every row of `Y`, unless the bias is empty.
@@ -373,10 +375,11 @@ struct Scores {
   bool any_masked = false;                         ///< some pair is masked
 };
 
+/// Fills `s` for these inputs, reusing its storage where the shapes allow.
 template <Real Scalar>
-Scores<Scalar> prepare_scores(std::string_view who, const ConstRef<Scalar>& query,
-                              const ConstRef<Scalar>& key, const MultiHeadAttention<Scalar>& p,
-                              const Masks<Scalar>& masks)
+void prepare_scores(std::string_view who, const ConstRef<Scalar>& query,
+                    const ConstRef<Scalar>& key, const MultiHeadAttention<Scalar>& p,
+                    const Masks<Scalar>& masks, Scores<Scalar>& s)
 {
   validate(who, p);
   unfold::detail::require_nonempty(who, "query", query);
@@ -385,7 +388,10 @@ Scores<Scalar> prepare_scores(std::string_view who, const ConstRef<Scalar>& quer
   unfold::detail::require_nonempty(who, "key", key);
   unfold::detail::require_cols(who, "key", key, p.W_K.rows(), "rows of W_K (d_k)");
 
-  Scores<Scalar> s;
+  // A workspace used before with masks may still hold them.
+  s.masked.resize(0, 0);
+  s.additive.resize(0, 0);
+  s.any_masked = false;
   if (masks.key_padding || masks.attention || masks.additive) {
     s.masked = combine_masks(who, query.rows(), key.rows(), masks);
     if (masks.additive)
@@ -400,9 +406,18 @@ Scores<Scalar> prepare_scores(std::string_view who, const ConstRef<Scalar>& quer
   s.Q.noalias() = query * p.W_Q;
   add_bias(s.Q, p.b_Q);
   s.Q *= p.effective_scale();
-  s.X_k = read_rows<Scalar>(who, "key", key, s.used);
+  read_rows<Scalar>(who, "key", key, s.used, s.X_k);
   s.K.noalias() = s.X_k * p.W_K;
   add_bias(s.K, p.b_K);
+}
+
+template <Real Scalar>
+Scores<Scalar> prepare_scores(std::string_view who, const ConstRef<Scalar>& query,
+                              const ConstRef<Scalar>& key, const MultiHeadAttention<Scalar>& p,
+                              const Masks<Scalar>& masks)
+{
+  Scores<Scalar> s;
+  prepare_scores(who, query, key, p, masks, s);
   return s;
 }
 
@@ -433,16 +448,16 @@ void head_weights_by_column(const Scores<Scalar>& s, Eigen::Index head, Eigen::I
 }
 
 /// Head `head` of attention, block of queries by block: writes A_i V_i into its columns of H
-/// (n x d_v) and, when `A` is given, the weights A_i (n x m) into it.
+/// (n x d_v) and, when `A` is given, the weights A_i (n x m) into it. `weights` is the buffer
+/// of one block (m x 128 at most).
 template <Real Scalar>
 void attend(const Scores<Scalar>& s, const Matrix<Scalar>& V, Eigen::Index head,
             Eigen::Index key_width, Eigen::Index value_width, Matrix<Scalar>& H,
-            Matrix<Scalar>* A = nullptr)
+            Matrix<Scalar>& weights, Matrix<Scalar>* A = nullptr)
 {
   const Eigen::Index n = s.Q.rows();
   if (A)
     A->resize(n, s.K.rows());
-  Matrix<Scalar> weights;
   for (Eigen::Index q0 = 0; q0 < n; q0 += query_block) {
     const Eigen::Index count = std::min(query_block, n - q0);
     head_weights_by_column(s, head, key_width, q0, count, weights);
@@ -465,18 +480,29 @@ Matrix<Scalar> head_weights(const Scores<Scalar>& s, Eigen::Index head, Eigen::I
 /// V = X_v W_V + b_V (m x d_v) over the values some query reads; `X_v` receives those rows
 /// (the others zero), as the backward pass needs them for dW_V.
 template <Real Scalar>
-Matrix<Scalar> project_values(std::string_view who, const ConstRef<Scalar>& value,
-                              Eigen::Index m, const MultiHeadAttention<Scalar>& p,
-                              const Eigen::Array<bool, Eigen::Dynamic, 1>& used,
-                              Matrix<Scalar>& X_v)
+void project_values(std::string_view who, const ConstRef<Scalar>& value, Eigen::Index m,
+                    const MultiHeadAttention<Scalar>& p,
+                    const Eigen::Array<bool, Eigen::Dynamic, 1>& used, Matrix<Scalar>& X_v,
+                    Matrix<Scalar>& V)
 {
   unfold::detail::require_rows(who, "value", value, m, "m (rows of key)");
   unfold::detail::require_cols(who, "value", value, p.W_V.rows(), "rows of W_V (d_vin)");
-  X_v = read_rows<Scalar>(who, "value", value, used);
-  Matrix<Scalar> V(X_v.rows(), p.value_width());
+  read_rows<Scalar>(who, "value", value, used, X_v);
+  V.resize(X_v.rows(), p.value_width());
   V.noalias() = X_v * p.W_V;
   add_bias(V, p.b_V);
-  return V;
+}
+
+/// Whether the storage of `out` overlaps that of `X`.
+template <Real Scalar>
+bool overlaps(const Matrix<Scalar>& out, const ConstRef<Scalar>& X)
+{
+  if (out.size() == 0 || X.size() == 0)
+    return false;
+  const Scalar* first = X.data();
+  const Scalar* last = X.data() + (X.cols() - 1) * X.outerStride() + X.rows();
+  return std::less<const Scalar*>()(out.data(), last) &&
+         std::less<const Scalar*>()(first, out.data() + out.size());
 }
 
 template <class T>
@@ -516,12 +542,74 @@ std::vector<Matrix<Scalar>> attention_weights(const detail::ConstRef<Scalar>& qu
   return weights;
 }
 
+/// \brief The buffers of multi-head attention: projections, masks and one block of weights.
+///
+/// A caller that keeps one workspace between calls of the same shapes makes them allocate
+/// nothing; the result does not depend on what the workspace held before.
+template <Real Scalar>
+struct AttentionWorkspace {
+  detail::Scores<Scalar> scores;  ///< the scaled queries, the keys and the masks
+  Matrix<Scalar> X_v;             ///< m x d_vin, the values read, the others 0
+  Matrix<Scalar> V;               ///< m x d_v, the projected values
+  Matrix<Scalar> H;               ///< n x d_v, the concatenated head outputs
+  Matrix<Scalar> weights;         ///< m x 128 at most, the weights of one block of queries
+};
+
 /// \brief Multi-head attention of queries over keys and values, as torch.nn.MultiheadAttention
-/// with batch_first semantics for one sequence (see the file notes for the conventions).
+/// with batch_first semantics for one sequence (see the file notes for the conventions), into
+/// caller-owned storage.
 ///
 /// Computes `[A_1 V_1, ..., A_h V_h] W_O + b_O + residual_weight X_q` with
 /// `A_i = softmax(s Q_i K_i^T + M)`, `Q = X_q W_Q + b_Q`, `K = X_k W_K + b_K`,
 /// `V = X_v W_V + b_V`.
+/// In: `query` X_q (n x d_q), `key` X_k (m x d_k), `value` X_v (m x d_vin), the parameters and
+/// masks; `workspace`, buffers reused from call to call. Out: `out`, resized to n x d_out; it
+/// must not share storage with `query`, `key` or `value`.
+/// \throws std::invalid_argument naming the argument and shapes on any inconsistency, on h not
+/// dividing k or d_v, on a non-finite entry in a row that is read, and when `out` overlaps an
+/// input.
+template <Real Scalar>
+void multi_head_attention(const detail::ConstRef<Scalar>& query,
+                          const detail::ConstRef<Scalar>& key,
+                          const detail::ConstRef<Scalar>& value,
+                          const MultiHeadAttention<Scalar>& params, const Masks<Scalar>& masks,
+                          AttentionWorkspace<Scalar>& workspace, Matrix<Scalar>& out)
+{
+  constexpr std::string_view who = "unfold::reference::multi_head_attention";
+  for (const auto& [arg, X] : {std::pair{"query", &query}, std::pair{"key", &key},
+                               std::pair{"value", &value}})
+    if (detail::overlaps(out, *X))
+      unfold::detail::fail(who, std::string("out (") + unfold::detail::shape_of(out) +
+                                    ") shares storage with " + arg + " (" +
+                                    unfold::detail::shape_of(*X) + "), expected separate storage");
+
+  detail::Scores<Scalar>& scores = workspace.scores;
+  detail::prepare_scores(who, query, key, params, masks, scores);
+
+  // V = X_v W_V + b_V, m x d_v, over the values that are read.
+  detail::project_values<Scalar>(who, value, key.rows(), params, scores.used, workspace.X_v,
+                                 workspace.V);
+
+  // Head i writes A_i V_i into its block of columns of the concatenation H, n x d_v.
+  const Eigen::Index key_width = params.key_width() / params.heads;
+  const Eigen::Index value_width = params.value_width() / params.heads;
+  workspace.H.resize(query.rows(), params.value_width());
+  for (Eigen::Index i = 0; i < params.heads; ++i)
+    detail::attend(scores, workspace.V, i, key_width, value_width, workspace.H,
+                   workspace.weights);
+
+  // out = H W_O + b_O + residual_weight X_q, n x d_out.
+  out.resize(query.rows(), params.W_O.cols());
+  out.noalias() = workspace.H * params.W_O;
+  detail::add_bias(out, params.b_O);
+  if (params.residual_weight != Scalar(0))
+    out += params.residual_weight * query;
+}
+
+/// \brief Multi-head attention of queries over keys and values, as torch.nn.MultiheadAttention
+/// with batch_first semantics for one sequence (see the file notes for the conventions).
+///
+/// The same computation as the overload with a workspace, in fresh storage.
 /// In: `query` X_q (n x d_q), `key` X_k (m x d_k), `value` X_v (m x d_vin), the parameters and
 /// masks. Out: n x d_out.
 /// \throws std::invalid_argument naming the argument and shapes on any inconsistency, on h not
@@ -533,27 +621,9 @@ Matrix<Scalar> multi_head_attention(const detail::ConstRef<Scalar>& query,
                                     const MultiHeadAttention<Scalar>& params,
                                     const Masks<Scalar>& masks = {})
 {
-  constexpr std::string_view who = "unfold::reference::multi_head_attention";
-  const detail::Scores<Scalar> scores = detail::prepare_scores(who, query, key, params, masks);
-
-  // V = X_v W_V + b_V, m x d_v, over the values that are read.
-  Matrix<Scalar> X_v;
-  const Matrix<Scalar> V =
-      detail::project_values<Scalar>(who, value, key.rows(), params, scores.used, X_v);
-
-  // Head i writes A_i V_i into its block of columns of the concatenation H, n x d_v.
-  const Eigen::Index key_width = params.key_width() / params.heads;
-  const Eigen::Index value_width = params.value_width() / params.heads;
-  Matrix<Scalar> H(query.rows(), params.value_width());
-  for (Eigen::Index i = 0; i < params.heads; ++i)
-    detail::attend(scores, V, i, key_width, value_width, H);
-
-  // out = H W_O + b_O + residual_weight X_q, n x d_out.
-  Matrix<Scalar> out(query.rows(), params.W_O.cols());
-  out.noalias() = H * params.W_O;
-  detail::add_bias(out, params.b_O);
-  if (params.residual_weight != Scalar(0))
-    out += params.residual_weight * query;
+  AttentionWorkspace<Scalar> workspace;
+  Matrix<Scalar> out;
+  multi_head_attention<Scalar>(query, key, value, params, masks, workspace, out);
   return out;
 }
 
@@ -564,6 +634,16 @@ Matrix<Scalar> self_attention(const detail::ConstRef<Scalar>& Y,
                               const Masks<Scalar>& masks = {})
 {
   return multi_head_attention<Scalar>(Y, Y, Y, params, masks);
+}
+
+/// \brief Self-attention into caller-owned storage, reusing `workspace`:
+/// `multi_head_attention(Y, Y, Y, params, masks, workspace, out)`; `out` must not be `Y`.
+template <Real Scalar>
+void self_attention(const detail::ConstRef<Scalar>& Y, const MultiHeadAttention<Scalar>& params,
+                    const Masks<Scalar>& masks, AttentionWorkspace<Scalar>& workspace,
+                    Matrix<Scalar>& out)
+{
+  multi_head_attention<Scalar>(Y, Y, Y, params, masks, workspace, out);
 }
 
 /// \brief Batch of independent sequences, like a batch_first PyTorch call with
@@ -647,17 +727,18 @@ AttentionRecord<Scalar> record_attention(std::string_view who, const ConstRef<Sc
 {
   AttentionRecord<Scalar> r;
   r.scores = prepare_scores(who, query, key, p, masks);
-  r.V = project_values<Scalar>(who, value, key.rows(), p, r.scores.used, r.X_v);
+  project_values<Scalar>(who, value, key.rows(), p, r.scores.used, r.X_v, r.V);
   r.X_q = query;
 
   const Eigen::Index key_width = p.key_width() / p.heads;
   const Eigen::Index value_width = p.value_width() / p.heads;
   r.H.resize(query.rows(), p.value_width());
   r.A.reserve(std::size_t(p.heads));
+  Matrix<Scalar> weights;
   for (Eigen::Index i = 0; i < p.heads; ++i) {
     // The same code as multi_head_attention, so the two forward passes agree bit for bit.
     r.A.emplace_back();
-    attend(r.scores, r.V, i, key_width, value_width, r.H, &r.A.back());
+    attend(r.scores, r.V, i, key_width, value_width, r.H, weights, &r.A.back());
   }
 
   out.resize(query.rows(), p.W_O.cols());
