@@ -154,6 +154,35 @@ Masks<Scalar> load_masks(const std::string& name, Eigen::Index b)
   return masks;
 }
 
+// One attention fixture: parameters, masks of sequence 0, and its inputs (self-attention when
+// the folder holds no separate keys and values).
+template <class Scalar>
+struct AttentionCase {
+  MultiHeadAttention<Scalar> params;
+  Masks<Scalar> masks;
+  Matrix<Scalar> query, key, value;
+  bool cross = false;
+
+  // What a query whose keys are all masked returns: the output bias, or zeros.
+  RowVector<Scalar> masked_row() const
+  {
+    return params.b_O.size() != 0 ? params.b_O : RowVector<Scalar>::Zero(params.W_O.cols());
+  }
+};
+
+template <class Scalar>
+AttentionCase<Scalar> load_case(const std::string& name)
+{
+  AttentionCase<Scalar> c;
+  c.params = load_attention<Scalar>(name);
+  c.masks = load_masks<Scalar>(name, 0);
+  c.query = load<Scalar>(name, "query");
+  c.cross = has_file(name, "key");
+  c.key = c.cross ? load<Scalar>(name, "key") : c.query;
+  c.value = c.cross ? load<Scalar>(name, "value") : c.query;
+  return c;
+}
+
 const std::vector<std::string> attention_cases = {
     "mha_self_h1_bias",         "mha_self_h4_nobias",    "mha_self_h2_n1",
     "mha_cross_h2_bias",        "mha_cross_kvdim_h2",    "mha_kpm_h2",
@@ -259,19 +288,13 @@ TEMPLATE_TEST_CASE("multi_head_attention matches torch.nn.MultiheadAttention",
   using Scalar = TestType;
   for (const std::string& name : attention_cases) {
     INFO("fixture " << name << " (" << Tolerance<Scalar>::tag << ")");
-    const MultiHeadAttention<Scalar> params = load_attention<Scalar>(name);
-    const Masks<Scalar> masks = load_masks<Scalar>(name, 0);
-    const Matrix<Scalar> query = load<Scalar>(name, "query");
-    const bool cross = has_file(name, "key");
-    const Matrix<Scalar> key = cross ? load<Scalar>(name, "key") : query;
-    const Matrix<Scalar> value = cross ? load<Scalar>(name, "value") : query;
+    const AttentionCase<Scalar> c = load_case<Scalar>(name);
+    const auto& [params, masks, query, key, value, cross] = c;
 
     const Matrix<Scalar> out = cross ? multi_head_attention<Scalar>(query, key, value, params,
                                                                     masks)
                                      : self_attention<Scalar>(query, params, masks);
-    const RowVector<Scalar> bias =
-        params.b_O.size() != 0 ? params.b_O : RowVector<Scalar>::Zero(out.cols());
-    require_matches_torch(out, load_result<Scalar>(name, "output"), bias);
+    require_matches_torch(out, load_result<Scalar>(name, "output"), c.masked_row());
 
     // Weights: per head, and their mean (PyTorch's average_attn_weights=True).
     const std::vector<Matrix<Scalar>> weights = attention_weights<Scalar>(query, key, params,
@@ -303,12 +326,8 @@ TEMPLATE_TEST_CASE("one workspace reused across shapes and masks gives the fresh
   order.insert(order.end(), attention_cases.rbegin(), attention_cases.rend());
   for (const std::string& name : order) {
     INFO("fixture " << name << " (" << Tolerance<Scalar>::tag << ")");
-    const MultiHeadAttention<Scalar> params = load_attention<Scalar>(name);
-    const Masks<Scalar> masks = load_masks<Scalar>(name, 0);
-    const Matrix<Scalar> query = load<Scalar>(name, "query");
-    const bool cross = has_file(name, "key");
-    const Matrix<Scalar> key = cross ? load<Scalar>(name, "key") : query;
-    const Matrix<Scalar> value = cross ? load<Scalar>(name, "value") : query;
+    const AttentionCase<Scalar> c = load_case<Scalar>(name);
+    const auto& [params, masks, query, key, value, cross] = c;
 
     multi_head_attention<Scalar>(query, key, value, params, masks, workspace, out);
     const Matrix<Scalar> fresh = multi_head_attention<Scalar>(query, key, value, params, masks);
@@ -316,9 +335,7 @@ TEMPLATE_TEST_CASE("one workspace reused across shapes and masks gives the fresh
     REQUIRE(out.cols() == fresh.cols());
     REQUIRE(out == fresh);
 
-    const RowVector<Scalar> bias =
-        params.b_O.size() != 0 ? params.b_O : RowVector<Scalar>::Zero(out.cols());
-    require_matches_torch(out, load_result<Scalar>(name, "output"), bias);
+    require_matches_torch(out, load_result<Scalar>(name, "output"), c.masked_row());
   }
 }
 
