@@ -20,6 +20,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -243,6 +244,7 @@ def main():
     parser.add_argument("--min-time", type=float, default=0.3,
                         help="Google Benchmark --benchmark_min_time per C++ run")
     parser.add_argument("--quick", action="store_true", help="fewer rows, no pair-index rows")
+    parser.add_argument("--rows", help="only the rows whose label matches this regex")
     parser.add_argument("--json", help="write the table and the machine here")
     parser.add_argument("--as-installed", action="store_true",
                         help="leave OPENBLAS_CORETYPE unset (OpenBLAS detects the CPU itself)")
@@ -268,6 +270,8 @@ def main():
     print(header)
     print("-" * len(header))
     for label, binary, name, torch_label, f, repeat in rows(args.quick):
+        if args.rows and not re.search(args.rows, label):
+            continue
         cpp, py = [], []
         for r in range(args.rounds):
             # Alternate which side goes first, so that neither always follows the other.

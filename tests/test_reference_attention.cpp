@@ -1100,3 +1100,52 @@ TEST_CASE("attention backward passes reject bad arguments, naming function, argu
   REQUIRE_THROWS_WITH(self_attention_backward<double>(bad, params, Matrix<double>::Zero(3, 4)),
                       Contains("self_attention_backward") && Contains("query (3 x 4)"));
 }
+
+TEMPLATE_TEST_CASE("attention by blocks of queries equals the weights of all queries at once",
+                   "[attention][blocks]", float, double)
+{
+  using Scalar = TestType;
+  using Tol = Tolerance<Scalar>;
+
+  // 2500 keys: at most 1 MiB of weights is 128 queries in either type, so 300 queries run in
+  // blocks of 128, 128 and 44.
+  const Eigen::Index n = 300, m = 2500;
+  const MultiHeadAttention<Scalar> params = random_attention<Scalar>(6, 5, 4, 8, 6, 7, 2, true,
+                                                                     900);
+  const Matrix<Scalar> query = random_tokens<Scalar>(n, 6, 901);
+  const Matrix<Scalar> key = random_tokens<Scalar>(m, 5, 902);
+  const Matrix<Scalar> value = random_tokens<Scalar>(m, 4, 903);
+
+  // Every kind of mask, and query 200 (in the second block) sees no key at all.
+  Masks<Scalar> masks;
+  KeyPaddingMask::Storage padded = KeyPaddingMask::Storage::Zero(m);
+  padded.segment(100, 50).setConstant(true);
+  masks.key_padding = KeyPaddingMask(padded);
+  AttentionMask::Storage hidden = AttentionMask::Storage::Zero(n, m);
+  for (Eigen::Index i = 0; i < n; ++i)
+    hidden(i, (7 * i) % m) = true;
+  hidden.row(200).setConstant(true);
+  masks.attention = AttentionMask(hidden);
+  masks.additive = AdditiveMask(random_tokens<Scalar>(n, m, 904, 0.5));
+
+  for (const Masks<Scalar>& case_masks : {Masks<Scalar>{}, masks}) {
+    const Matrix<Scalar> out = multi_head_attention<Scalar>(query, key, value, params,
+                                                            case_masks);
+
+    // The same layer from the n x m weights of each head, made in one piece.
+    const std::vector<Matrix<Scalar>> weights = attention_weights<Scalar>(query, key, params,
+                                                                          case_masks);
+    Matrix<Scalar> V = value * params.W_V;
+    V.rowwise() += params.b_V;
+    Matrix<Scalar> H(n, 6);
+    for (Eigen::Index h = 0; h < 2; ++h)
+      H.middleCols(3 * h, 3) = weights[std::size_t(h)] * V.middleCols(3 * h, 3);
+    Matrix<Scalar> want = H * params.W_O;
+    want.rowwise() += params.b_O;
+
+    const double error = double((out - want).cwiseAbs().maxCoeff());
+    INFO("max |blocks - whole| = " << error);
+    CHECK(error <= Tol::atol + Tol::rtol * double(want.cwiseAbs().maxCoeff()));
+  }
+  CHECK(multi_head_attention<Scalar>(query, key, value, params, masks).row(200) == params.b_O);
+}
