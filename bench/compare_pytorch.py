@@ -244,7 +244,8 @@ def main():
     parser.add_argument("--min-time", type=float, default=0.3,
                         help="Google Benchmark --benchmark_min_time per C++ run")
     parser.add_argument("--quick", action="store_true", help="fewer rows, no pair-index rows")
-    parser.add_argument("--rows", help="only the rows whose label matches this regex")
+    parser.add_argument("--rows", type=re.compile,
+                        help="only the rows whose label or PyTorch side matches this regex")
     parser.add_argument("--json", help="write the table and the machine here")
     parser.add_argument("--as-installed", action="store_true",
                         help="leave OPENBLAS_CORETYPE unset (OpenBLAS detects the CPU itself)")
@@ -270,7 +271,7 @@ def main():
     print(header)
     print("-" * len(header))
     for label, binary, name, torch_label, f, repeat in rows(args.quick):
-        if args.rows and not re.search(args.rows, label):
+        if args.rows and not args.rows.search(label + " " + torch_label):
             continue
         cpp, py = [], []
         for r in range(args.rounds):
@@ -288,6 +289,9 @@ def main():
                       "pytorch_ms_all": [1e3 * x for x in py]})
         print("%-44s %-38s %12.3f %12.3f %9.4f" % (label, torch_label, 1e3 * c, 1e3 * p, c / p),
               flush=True)
+
+    if not table:
+        sys.exit("compare_pytorch.py: no row matches --rows %s" % args.rows.pattern)
 
     if args.json:
         with open(args.json, "w") as out:

@@ -5,8 +5,8 @@
 # The run.sh beside each example calls this, then runs the program and draws its figure.
 set -euo pipefail
 
-target=$1
-build=$2
+target=${1:?usage: examples/build.sh TARGET BUILD_DIR}
+build=${2:?usage: examples/build.sh TARGET BUILD_DIR}
 root=$(cd "$(dirname "$0")/.." && pwd)
 
 missing=()

@@ -359,6 +359,9 @@ TEMPLATE_TEST_CASE("the workspace overload refuses an output that shares storage
                     Contains("shares storage with value (3 x 2)"));
   CHECK(Y == other);
 
+  CHECK_THROWS_WITH(self_attention<Scalar>(other, params, {}, workspace, workspace.H),
+                    Contains("out is a buffer of workspace"));
+
   // A separate output is fine, and a second call on the same buffers gives the same bits.
   Matrix<Scalar> out;
   self_attention<Scalar>(Y, params, {}, workspace, out);
@@ -1107,9 +1110,17 @@ TEMPLATE_TEST_CASE("attention by blocks of queries equals the weights of all que
   using Scalar = TestType;
   using Tol = Tolerance<Scalar>;
 
-  // 2500 keys: at most 1 MiB of weights is 128 queries in either type, so 300 queries run in
-  // blocks of 128, 128 and 44.
-  const Eigen::Index n = 300, m = 2500;
+  // A block holds 1 MiB of weights or 128 queries, whichever is more.
+  CHECK(detail::query_block<float>(512) == 512);
+  CHECK(detail::query_block<double>(512) == 256);
+  CHECK(detail::query_block<float>(1) == 262144);
+  CHECK(detail::query_block<double>(2500) == 128);
+
+  // 300 queries over 2500 keys run in blocks of 128, 128 and 44 in either type; over 1000 keys
+  // in blocks of 262 and 38 in float, of 131, 131 and 38 in double.
+  const Eigen::Index m = GENERATE(Eigen::Index(2500), Eigen::Index(1000));
+  const Eigen::Index n = 300;
+  INFO("m = " << m);
   const MultiHeadAttention<Scalar> params = random_attention<Scalar>(6, 5, 4, 8, 6, 7, 2, true,
                                                                      900);
   const Matrix<Scalar> query = random_tokens<Scalar>(n, 6, 901);
@@ -1131,6 +1142,8 @@ TEMPLATE_TEST_CASE("attention by blocks of queries equals the weights of all que
   for (const Masks<Scalar>& case_masks : {Masks<Scalar>{}, masks}) {
     const Matrix<Scalar> out = multi_head_attention<Scalar>(query, key, value, params,
                                                             case_masks);
+    RecordedAttention<Scalar> recorded(params);
+    CHECK(recorded.forward(query, key, value, case_masks) == out);
 
     // The same layer from the n x m weights of each head, made in one piece.
     const std::vector<Matrix<Scalar>> weights = attention_weights<Scalar>(query, key, params,
@@ -1148,4 +1161,29 @@ TEMPLATE_TEST_CASE("attention by blocks of queries equals the weights of all que
     CHECK(error <= Tol::atol + Tol::rtol * double(want.cwiseAbs().maxCoeff()));
   }
   CHECK(multi_head_attention<Scalar>(query, key, value, params, masks).row(200) == params.b_O);
+}
+
+TEMPLATE_TEST_CASE("a workspace forgets the masks of its last call", "[attention][workspace]",
+                   float, double)
+{
+  using Scalar = TestType;
+  const Eigen::Index n = 5, d = 4;
+  const MultiHeadAttention<Scalar> params = random_attention<Scalar>(d, d, d, d, d, d, 2, true,
+                                                                     950);
+  const Matrix<Scalar> Y = random_tokens<Scalar>(n, d, 951);
+
+  Masks<Scalar> padded, hidden, shifted;
+  padded.key_padding = KeyPaddingMask{false, true, false, false, true};
+  hidden.attention = causal_mask(n);
+  shifted.additive = AdditiveMask(random_tokens<Scalar>(n, n, 952));
+
+  // The same shape every time, so a mask left behind would be read, not go out of bounds.
+  AttentionWorkspace<Scalar> workspace;
+  Matrix<Scalar> out;
+  for (const Masks<Scalar>* masks : {&padded, &hidden, &shifted}) {
+    self_attention<Scalar>(Y, params, *masks, workspace, out);
+    CHECK(out == self_attention<Scalar>(Y, params, *masks));
+    self_attention<Scalar>(Y, params, {}, workspace, out);
+    CHECK(out == self_attention<Scalar>(Y, params));
+  }
 }

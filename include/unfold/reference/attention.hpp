@@ -433,15 +433,15 @@ Eigen::Index query_block(Eigen::Index m)
   return std::max<Eigen::Index>(Eigen::Index(budget / column), 128);
 }
 
-/// Weights of head `head` for the `count` queries from `q0`, by column (m x count): column i
-/// is the softmax over the keys of query q0 + i of Q_i K_i^T + additive, masked to -inf.
-/// Columns are contiguous, so the softmax runs vectorised, and a product A V reads this matrix
-/// transposed at no cost.
+/// Weights of head `head` for the queries from `q0` on, by column, into `logits` (m x count):
+/// column i is the softmax over the keys of query q0 + i of Q_i K_i^T + additive, masked to
+/// -inf. Columns are contiguous, so the softmax runs vectorised, and a product A V reads this
+/// matrix transposed at no cost.
 template <Real Scalar>
 void head_weights_by_column(const Scores<Scalar>& s, Eigen::Index head, Eigen::Index width,
-                            Eigen::Index q0, Eigen::Index count, Matrix<Scalar>& logits)
+                            Eigen::Index q0, Eigen::Ref<Matrix<Scalar>> logits)
 {
-  logits.resize(s.K.rows(), count);
+  const Eigen::Index count = logits.cols();
   logits.noalias() = s.K.middleCols(head * width, width) *
                      s.Q.block(q0, head * width, count, width).transpose();
   if (s.additive.size() != 0)
@@ -452,12 +452,12 @@ void head_weights_by_column(const Scores<Scalar>& s, Eigen::Index head, Eigen::I
       for (Eigen::Index j = 0; j < logits.rows(); ++j)
         if (s.masked(q0 + i, j))
           logits(j, i) = -std::numeric_limits<Scalar>::infinity();
-  softmax_columns_in_place(logits);
+  softmax_columns_in_place<Scalar>(logits);
 }
 
 /// Head `head` of attention, block of queries by block: writes A_i V_i into its columns of H
-/// (n x d_v) and, when `A` is given, the weights A_i (n x m) into it. `weights` is the buffer
-/// of one block of queries.
+/// (n x d_v) and, when `A` is given, the weights A_i (n x m) into it. `weights` holds one block
+/// of queries; sized once, so that a shorter last block takes its first columns.
 template <Real Scalar>
 void attend(const Scores<Scalar>& s, const Matrix<Scalar>& V, Eigen::Index head,
             Eigen::Index key_width, Eigen::Index value_width, Matrix<Scalar>& H,
@@ -466,14 +466,16 @@ void attend(const Scores<Scalar>& s, const Matrix<Scalar>& V, Eigen::Index head,
   const Eigen::Index n = s.Q.rows();
   if (A)
     A->resize(n, s.K.rows());
-  const Eigen::Index block = query_block<Scalar>(s.K.rows());
+  const Eigen::Index block = std::min(query_block<Scalar>(s.K.rows()), n);
+  weights.resize(s.K.rows(), block);
   for (Eigen::Index q0 = 0; q0 < n; q0 += block) {
     const Eigen::Index count = std::min(block, n - q0);
-    head_weights_by_column(s, head, key_width, q0, count, weights);
+    auto logits = weights.leftCols(count);
+    head_weights_by_column<Scalar>(s, head, key_width, q0, logits);
     H.block(q0, head * value_width, count, value_width).noalias() =
-        weights.transpose() * V.middleCols(head * value_width, value_width);
+        logits.transpose() * V.middleCols(head * value_width, value_width);
     if (A)
-      A->middleRows(q0, count) = weights.transpose();
+      A->middleRows(q0, count) = logits.transpose();
   }
 }
 
@@ -481,8 +483,8 @@ void attend(const Scores<Scalar>& s, const Matrix<Scalar>& V, Eigen::Index head,
 template <Real Scalar>
 Matrix<Scalar> head_weights(const Scores<Scalar>& s, Eigen::Index head, Eigen::Index width)
 {
-  Matrix<Scalar> by_column;
-  head_weights_by_column(s, head, width, 0, s.Q.rows(), by_column);
+  Matrix<Scalar> by_column(s.K.rows(), s.Q.rows());
+  head_weights_by_column<Scalar>(s, head, width, 0, by_column);
   return by_column.transpose();
 }
 
@@ -553,15 +555,17 @@ std::vector<Matrix<Scalar>> attention_weights(const detail::ConstRef<Scalar>& qu
 
 /// \brief The buffers of multi-head attention: projections, masks and one block of weights.
 ///
-/// A caller that keeps one workspace between calls of the same shapes makes them allocate
-/// nothing; the result does not depend on what the workspace held before.
+/// A caller that keeps one workspace between calls of the same shapes keeps every buffer of
+/// n, m or n x m entries from one call to the next; what is still allocated per call is Eigen's
+/// packing space inside a product and, when masks are given, their combined n x m copy. The
+/// result does not depend on what the workspace held before.
 template <Real Scalar>
 struct AttentionWorkspace {
   detail::Scores<Scalar> scores;  ///< the scaled queries, the keys and the masks
   Matrix<Scalar> X_v;             ///< m x d_vin, the values read, the others 0
   Matrix<Scalar> V;               ///< m x d_v, the projected values
   Matrix<Scalar> H;               ///< n x d_v, the concatenated head outputs
-  Matrix<Scalar> weights;         ///< the weights of one block of queries, about 1 MiB
+  Matrix<Scalar> weights;         ///< one block of weights: 1 MiB or 128 queries, the larger
 };
 
 /// \brief Multi-head attention of queries over keys and values, as torch.nn.MultiheadAttention
@@ -573,10 +577,10 @@ struct AttentionWorkspace {
 /// `V = X_v W_V + b_V`.
 /// In: `query` X_q (n x d_q), `key` X_k (m x d_k), `value` X_v (m x d_vin), the parameters and
 /// masks; `workspace`, buffers reused from call to call. Out: `out`, resized to n x d_out; it
-/// must not share storage with `query`, `key` or `value`.
+/// must not share storage with `query`, `key`, `value` or the workspace.
 /// \throws std::invalid_argument naming the argument and shapes on any inconsistency, on h not
 /// dividing k or d_v, on a non-finite entry in a row that is read, and when `out` overlaps an
-/// input.
+/// input or is a buffer of the workspace.
 template <Real Scalar>
 void multi_head_attention(const detail::ConstRef<Scalar>& query,
                           const detail::ConstRef<Scalar>& key,
@@ -591,6 +595,12 @@ void multi_head_attention(const detail::ConstRef<Scalar>& query,
       unfold::detail::fail(who, std::string("out (") + unfold::detail::shape_of(out) +
                                     ") shares storage with " + arg + " (" +
                                     unfold::detail::shape_of(*X) + "), expected separate storage");
+
+  for (const Matrix<Scalar>* buffer :
+       {&workspace.scores.Q, &workspace.scores.K, &workspace.scores.X_k, &workspace.X_v,
+        &workspace.V, &workspace.H, &workspace.weights})
+    if (&out == buffer)
+      unfold::detail::fail(who, "out is a buffer of workspace, expected separate storage");
 
   detail::Scores<Scalar>& scores = workspace.scores;
   detail::prepare_scores(who, query, key, params, masks, scores);

@@ -43,7 +43,7 @@ void require_no_nan(std::string_view who, const Eigen::MatrixBase<Derived>& z)
 /// The softmax of each column of `z` in place (column i: the logits of query i), with the
 /// conventions of softmax_rows. Columns are contiguous, so Eigen vectorises the exp.
 template <class Scalar>
-void softmax_columns_in_place(Matrix<Scalar>& z)
+void softmax_columns_in_place(Eigen::Ref<Matrix<Scalar>> z)
 {
   constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();
   require_no_nan("unfold::reference::softmax_rows", z.transpose());
@@ -92,7 +92,7 @@ Matrix<typename Derived::Scalar> softmax_rows(const Eigen::MatrixBase<Derived>& 
 
   // Row i of the logits is column i here.
   Matrix<Scalar> columns = logits.transpose();
-  detail::softmax_columns_in_place(columns);
+  detail::softmax_columns_in_place<Scalar>(columns);
   return columns.transpose();
 }
 
