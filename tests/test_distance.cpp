@@ -2,6 +2,7 @@
 // unfolded steps, the predicted values for known perturbations, finite and nonzero on a
 // PyTorch layer, and named errors on bad shapes.
 
+#include "fixtures.hpp"
 #include "helpers.hpp"
 
 #include <unfold/check/distance.hpp>
@@ -14,6 +15,8 @@ using namespace unfold;
 using unfold::test::invalid_argument_message;
 using unfold::test::random_tokens;
 using unfold::test::Tolerance;
+using unfold::test::fixture_path;
+using unfold::test::load;
 
 namespace {
 
@@ -72,18 +75,6 @@ void require_feedforward_exact(const check::FeedForwardDistance<Scalar>& ffn,
 }
 
 // A layer of a PyTorch fixture, as tests/fixtures/make_fixtures.py stores it.
-std::string fixture_path(const std::string& name, const std::string& file)
-{
-  return std::string(UNFOLD_FIXTURE_DIR) + "/" + name + "/" + file + ".npy";
-}
-
-// Stored in float64; a float run gets their float rounding.
-template <class Scalar = double>
-Matrix<Scalar> load(const std::string& name, const std::string& file)
-{
-  return io::read_npy_matrix<double>(fixture_path(name, file)).template cast<Scalar>();
-}
-
 template <class Scalar = double>
 reference::EncoderLayer<Scalar> load_layer(const std::string& name)
 {

@@ -1,3 +1,4 @@
+#include "fixtures.hpp"
 #include "helpers.hpp"
 #include "unfold/io/npy.hpp"
 #include "unfold/reference/attention.hpp"
@@ -21,69 +22,15 @@ using unfold::Matrix;
 using unfold::RowVector;
 using namespace unfold::reference;
 using Catch::Matchers::Contains;
-
-// Tolerances against PyTorch: |got - want| <= atol + rtol |want|.
+using unfold::test::fixture_path;
+using unfold::test::has_file;
+using unfold::test::load;
+using unfold::test::load_result;
+using unfold::test::load_result_stack;
+using unfold::test::load_stack;
+using unfold::test::ndims;
 template <class Scalar>
-struct Tolerance;
-
-template <>
-struct Tolerance<float> {
-  static constexpr double atol = 1e-5;
-  static constexpr double rtol = 1e-4;
-  static constexpr const char* tag = "f32";
-};
-
-template <>
-struct Tolerance<double> {
-  static constexpr double atol = 1e-12;
-  static constexpr double rtol = 0.0;
-  static constexpr const char* tag = "f64";
-};
-
-std::string fixture_path(const std::string& name, const std::string& file)
-{
-  return std::string(UNFOLD_FIXTURE_DIR) + "/" + name + "/" + file + ".npy";
-}
-
-bool has_file(const std::string& name, const std::string& file)
-{
-  return std::filesystem::exists(fixture_path(name, file));
-}
-
-// Parameters and inputs are stored in float64; float32 runs use their float rounding.
-template <class Scalar>
-Matrix<Scalar> load(const std::string& name, const std::string& file)
-{
-  return unfold::io::read_npy_matrix<double>(fixture_path(name, file)).template cast<Scalar>();
-}
-
-template <class Scalar>
-std::vector<Matrix<Scalar>> load_stack(const std::string& name, const std::string& file)
-{
-  std::vector<Matrix<Scalar>> out;
-  for (const auto& m : unfold::io::read_npy_stack<double>(fixture_path(name, file)))
-    out.push_back(m.template cast<Scalar>());
-  return out;
-}
-
-template <class Scalar>
-Matrix<Scalar> load_result(const std::string& name, const std::string& file)
-{
-  return unfold::io::read_npy_matrix<Scalar>(
-      fixture_path(name, file + "_" + Tolerance<Scalar>::tag));
-}
-
-template <class Scalar>
-std::vector<Matrix<Scalar>> load_result_stack(const std::string& name, const std::string& file)
-{
-  return unfold::io::read_npy_stack<Scalar>(
-      fixture_path(name, file + "_" + Tolerance<Scalar>::tag));
-}
-
-std::size_t ndims(const std::string& name, const std::string& file)
-{
-  return unfold::io::read_npy(fixture_path(name, file)).shape.size();
-}
+using Tolerance = unfold::test::TorchTolerance<Scalar>;
 
 // Compares with PyTorch row by row. A row PyTorch returns as NaN (every key masked) must be
 // entirely NaN there and equal `masked_row` exactly here.

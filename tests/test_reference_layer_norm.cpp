@@ -1,3 +1,4 @@
+#include "fixtures.hpp"
 #include "helpers.hpp"
 #include "unfold/io/npy.hpp"
 #include "unfold/reference/layer_norm.hpp"
@@ -26,55 +27,11 @@ using unfold::reference::layer_norm_backward;
 using unfold::test::check_backward;
 using unfold::test::random_tokens;
 using Catch::Matchers::Contains;
-
-// Tolerances against PyTorch: |got - want| <= atol + rtol |want|.
+using unfold::test::fixture_path;
+using unfold::test::load;
+using unfold::test::require_close;
 template <class Scalar>
-struct Tolerance;
-
-template <>
-struct Tolerance<float> {
-  static constexpr double atol = 1e-5;
-  static constexpr double rtol = 1e-4;
-  static constexpr const char* tag = "f32";
-};
-
-template <>
-struct Tolerance<double> {
-  static constexpr double atol = 1e-12;
-  static constexpr double rtol = 0.0;
-  static constexpr const char* tag = "f64";
-};
-
-std::string fixture_path(const std::string& name, const std::string& file)
-{
-  return std::string(UNFOLD_FIXTURE_DIR) + "/" + name + "/" + file + ".npy";
-}
-
-// Parameters and inputs are stored in float64; float32 runs use their float rounding.
-template <class Scalar>
-Matrix<Scalar> load(const std::string& name, const std::string& file)
-{
-  return unfold::io::read_npy_matrix<double>(fixture_path(name, file)).template cast<Scalar>();
-}
-
-template <class Scalar>
-void require_close(const Matrix<Scalar>& got, const Matrix<Scalar>& want)
-{
-  REQUIRE(got.rows() == want.rows());
-  REQUIRE(got.cols() == want.cols());
-  double max_abs_error = 0.0;
-  double worst_ratio = 0.0;
-  for (Eigen::Index j = 0; j < want.cols(); ++j)
-    for (Eigen::Index i = 0; i < want.rows(); ++i) {
-      const double error = std::abs(double(got(i, j)) - double(want(i, j)));
-      const double allowed = Tolerance<Scalar>::atol +
-                             Tolerance<Scalar>::rtol * std::abs(double(want(i, j)));
-      max_abs_error = std::max(max_abs_error, error);
-      worst_ratio = std::max(worst_ratio, error / allowed);
-    }
-  INFO("max_abs_error = " << std::scientific << max_abs_error);
-  REQUIRE(worst_ratio <= 1.0);
-}
+using Tolerance = unfold::test::TorchTolerance<Scalar>;
 
 }  // namespace
 
