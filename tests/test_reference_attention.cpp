@@ -313,7 +313,7 @@ TEMPLATE_TEST_CASE("the workspace overload refuses an output that shares storage
   Matrix<Scalar> out;
   self_attention<Scalar>(Y, params, {}, workspace, out);
   const Matrix<Scalar> first = out;
-  self_attention<Scalar>(Y, params, {}, workspace, out);
+  self_attention<Scalar>(Y, params, workspace, out);
   CHECK(out == first);
   CHECK(out == self_attention<Scalar>(Y, params));
 }

@@ -665,6 +665,14 @@ void self_attention(const detail::ConstRef<Scalar>& Y, const MultiHeadAttention<
   multi_head_attention<Scalar>(Y, Y, Y, params, masks, workspace, out);
 }
 
+/// \brief Self-attention without masks into caller-owned storage, reusing `workspace`.
+template <Real Scalar>
+void self_attention(const detail::ConstRef<Scalar>& Y, const MultiHeadAttention<Scalar>& params,
+                    AttentionWorkspace<Scalar>& workspace, Matrix<Scalar>& out)
+{
+  multi_head_attention<Scalar>(Y, Y, Y, params, Masks<Scalar>{}, workspace, out);
+}
+
 /// \brief Batch of independent sequences, like a batch_first PyTorch call with
 /// `key_padding_mask` of shape N x m: entry b of the result is
 /// `multi_head_attention(query[b], key[b], value[b], params, masks[b])`.
